@@ -1,0 +1,1 @@
+//! LinkOps over ioctls (filled in by issue 3).

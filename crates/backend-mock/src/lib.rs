@@ -1,0 +1,1 @@
+//! Test doubles for netcore (filled in below).

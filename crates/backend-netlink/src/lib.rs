@@ -1,0 +1,1 @@
+//! LinkOps over rtnetlink (filled in by issue 3).

@@ -1,0 +1,145 @@
+//! The traits through which netcore acts on a host, and the facts it reads from one.
+//!
+//! The traits are synchronous and take `&mut self`: a backend may keep a socket, a runtime
+//! or a cache inside, and netcore never needs to share one between threads. Each operation
+//! is one thing the kernel does, so a recording double can count calls and fail the Nth.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::firewall::{Batch, Policy, Table};
+use crate::mac::MacAddr;
+
+/// What went wrong, as far as netcore's decisions care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsErrorKind {
+    /// The object (link, chain, key) does not exist.
+    NotFound,
+    /// The object already exists.
+    AlreadyExists,
+    /// The caller lacks the privilege.
+    PermissionDenied,
+    /// A tool the backend needs (e.g. `iptables-restore`) is missing.
+    Unavailable,
+    /// Anything else.
+    Other,
+}
+
+/// An error from a backend: which operation, what kind, and the underlying cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct OpsError {
+    /// The operation and its object, e.g. `create bridge docker0`.
+    pub op: String,
+    pub kind: OpsErrorKind,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl OpsError {
+    pub fn new(
+        op: impl Into<String>,
+        kind: OpsErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            op: op.into(),
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// Maps an `std::io::Error` (as from a syscall) to the matching kind.
+    pub fn from_io(op: impl Into<String>, err: std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::NotFound => OpsErrorKind::NotFound,
+            std::io::ErrorKind::AlreadyExists => OpsErrorKind::AlreadyExists,
+            std::io::ErrorKind::PermissionDenied => OpsErrorKind::PermissionDenied,
+            _ => match err.raw_os_error() {
+                Some(libc_enodev) if libc_enodev == 19 => OpsErrorKind::NotFound,
+                Some(17) => OpsErrorKind::AlreadyExists,
+                Some(1) | Some(13) => OpsErrorKind::PermissionDenied,
+                _ => OpsErrorKind::Other,
+            },
+        };
+        Self::new(op, kind, err)
+    }
+}
+
+/// One network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub name: String,
+    pub index: u32,
+    /// `IFLA_INFO_KIND`: `"bridge"`, `"veth"`, ...; `None` for a physical device or loopback.
+    pub kind: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub up: bool,
+    /// IPv4 addresses with their prefix, unmasked (e.g. `172.17.0.1/16`), in kernel order.
+    pub addrs: Vec<Ipv4Net>,
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteV4 {
+    /// `None` for a default route (`dst_len == 0`).
+    pub dst: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index, if the route has one.
+    pub oif: Option<u32>,
+}
+
+/// What to create for a new bridge, in one go where the backend can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// Set before the bridge has ports, so it never takes a port's MAC (moby/moby#3200).
+    pub mac: MacAddr,
+    /// `None` leaves the kernel default (1500).
+    pub mtu: Option<u32>,
+}
+
+/// Links, addresses and routes.
+pub trait LinkOps {
+    /// Every link with its IPv4 addresses.
+    fn links(&mut self) -> Result<Vec<LinkInfo>, OpsError>;
+    /// IPv4 routes of the main table (`RT_TABLE_MAIN`), cloned routes excluded.
+    fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError>;
+    /// Creates a bridge with its MAC (and MTU, if given), down and without addresses.
+    fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError>;
+    /// Adds an IPv4 address (`addr` is the host address with its prefix).
+    fn add_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError>;
+    /// Removes an IPv4 address.
+    fn del_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError>;
+    /// Sets the MTU.
+    fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), OpsError>;
+    /// Brings the link up.
+    fn set_up(&mut self, link: &str) -> Result<(), OpsError>;
+    /// Deletes the link.
+    fn delete_link(&mut self, link: &str) -> Result<(), OpsError>;
+}
+
+/// The packet filter, one table at a time.
+pub trait FirewallOps {
+    /// The table in `iptables-save` format (`*table`, `:CHAIN POLICY [p:b]`, `-A ...`, `COMMIT`).
+    /// A table that the kernel does not have yet is returned as an empty listing.
+    fn save(&mut self, table: Table) -> Result<String, OpsError>;
+    /// Applies a batch atomically (`iptables-restore --noflush`): all of it or none of it.
+    fn apply(&mut self, batch: &Batch) -> Result<(), OpsError>;
+    /// Sets the policy of a built-in chain.
+    fn set_policy(&mut self, table: Table, chain: &str, policy: Policy) -> Result<(), OpsError>;
+}
+
+/// Kernel parameters under `/proc/sys`.
+pub trait SysctlOps {
+    /// Reads a key given as a path below `/proc/sys`, e.g. `net/ipv4/ip_forward`; trimmed.
+    fn read(&mut self, key: &str) -> Result<String, OpsError>;
+    /// Writes a value to a key.
+    fn write(&mut self, key: &str, value: &str) -> Result<(), OpsError>;
+}
+
+/// The sysctl Docker turns on.
+pub const IP_FORWARD: &str = "net/ipv4/ip_forward";
