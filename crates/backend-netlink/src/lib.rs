@@ -1,1 +1,590 @@
-//! LinkOps over rtnetlink (filled in by issue 3).
+//! [`LinkOps`] over rtnetlink: the way modern Docker (libnetwork, through vishvananda/netlink)
+//! talks to the kernel, one netlink message per operation.
+//!
+//! # Threads and network namespaces
+//!
+//! [`NetlinkLinks::new`] opens its `NETLINK_ROUTE` socket synchronously, on the calling thread,
+//! so the socket belongs to that thread's network namespace, and a socket keeps its namespace
+//! for life. The connection is driven by a current-thread tokio runtime owned by the struct:
+//! each trait call is one `block_on` on the calling thread, and no worker thread ever exists.
+//!
+//! This avoids a known trap: with a multi-threaded runtime, a socket (or a `setns`) made from
+//! inside a task can land on whichever worker runs it, so code that switches namespaces ends up
+//! talking to the wrong one (the reason vishvananda/netlink pins with `LockOSThread`, and why
+//! rtnetlink's own `NetworkNamespace` helpers fork). Here the namespace is fixed once, at
+//! construction: create one `NetlinkLinks` per namespace, on a thread that is in it. Moving the
+//! value to another thread afterwards is harmless (it keeps talking to the namespace it was
+//! made in), but do not expect it to follow a later `setns`/`unshare` of any thread.
+//!
+//! The trait is synchronous; calling it from inside an async runtime would nest runtimes, so
+//! such a call fails with [`OpsErrorKind::Other`] instead of panicking.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netcore::mac::MacAddr;
+use netcore::ops::{BridgeSpec, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
+};
+
+/// The kernel's buffer for a link name, NUL included.
+const IFNAMSIZ: usize = 16;
+
+/// [`LinkOps`] over one rtnetlink connection in the network namespace of the thread that
+/// created it (see the crate documentation).
+#[derive(Debug)]
+pub struct NetlinkLinks {
+    rt: tokio::runtime::Runtime,
+    handle: rtnetlink::Handle,
+}
+
+/// What this crate itself can fail with, besides the kernel's errno.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// A trait method was called from inside an async runtime, where `block_on` would panic.
+    #[error("called from inside an async runtime; call NetlinkLinks from a plain thread")]
+    NestedRuntime,
+    /// A link name the kernel cannot hold (`IFNAMSIZ` is 16 bytes with the NUL).
+    #[error("interface name {0} too long")]
+    NameTooLong(String),
+    /// A reply the kernel should never send (bad prefix length, missing attribute).
+    #[error("unexpected netlink reply: {0}")]
+    BadReply(String),
+}
+
+impl NetlinkLinks {
+    /// Opens a netlink connection in the calling thread's network namespace.
+    pub fn new() -> Result<Self, OpsError> {
+        let op = "open netlink connection";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| OpsError::from_io(op, e))?;
+        let (conn, handle, _unsolicited) = {
+            // The socket is an `AsyncFd`, which registers with the runtime's I/O driver and
+            // so needs the runtime's context; it is still created right here, on this thread.
+            let _ctx = rt.enter();
+            rtnetlink::new_connection().map_err(|e| OpsError::from_io(op, e))?
+        };
+        // On a current-thread runtime a spawned task only runs inside `block_on`, i.e. on the
+        // thread that calls the trait: the connection never migrates.
+        rt.spawn(conn);
+        tracing::debug!("netlink connection opened");
+        Ok(Self { rt, handle })
+    }
+
+    /// Runs one request to completion on this struct's runtime, naming `op` in any error.
+    fn run<T>(
+        &self,
+        op: impl FnOnce() -> String,
+        fut: impl Future<Output = Result<T, OpsError>>,
+    ) -> Result<T, OpsError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(OpsError::new(
+                op(),
+                OpsErrorKind::Other,
+                NetlinkError::NestedRuntime,
+            ));
+        }
+        self.rt.block_on(fut).map_err(|mut e| {
+            e.op = op();
+            e
+        })
+    }
+
+    /// The index of a link, looked up by name (`RTM_GETLINK` with `IFLA_IFNAME`). A missing
+    /// link comes back from the kernel as ENODEV, hence [`OpsErrorKind::NotFound`].
+    async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<u32, OpsError> {
+        let mut replies = handle.link().get().match_name(name).execute();
+        match replies.try_next().await.map_err(nl_error)? {
+            Some(msg) => Ok(msg.header.index),
+            None => Err(OpsError::new(
+                String::new(),
+                OpsErrorKind::NotFound,
+                io::Error::from_raw_os_error(libc::ENODEV),
+            )),
+        }
+    }
+}
+
+/// Maps an rtnetlink error; the operation's name is filled in by [`NetlinkLinks::run`].
+fn nl_error(err: rtnetlink::Error) -> OpsError {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => {
+            // `to_io` gives "File exists (os error 17)", the text `ip` and Docker show.
+            let io = msg.to_io();
+            let kind = errno_kind(io.raw_os_error().unwrap_or(0));
+            OpsError::new(String::new(), kind, io)
+        }
+        other => OpsError::new(String::new(), OpsErrorKind::Other, other),
+    }
+}
+
+/// The kind netcore cares about for a kernel errno.
+pub fn errno_kind(errno: i32) -> OpsErrorKind {
+    match errno {
+        libc::EEXIST => OpsErrorKind::AlreadyExists,
+        // ENODEV: no such link (by index or name). ENOENT: no such object in general.
+        // EADDRNOTAVAIL: RTM_DELADDR for an address the link does not have.
+        libc::ENODEV | libc::ENOENT | libc::EADDRNOTAVAIL => OpsErrorKind::NotFound,
+        libc::EPERM | libc::EACCES => OpsErrorKind::PermissionDenied,
+        _ => OpsErrorKind::Other,
+    }
+}
+
+fn bad_reply(what: String) -> OpsError {
+    OpsError::new(
+        String::new(),
+        OpsErrorKind::Other,
+        NetlinkError::BadReply(what),
+    )
+}
+
+/// A link from an `RTM_NEWLINK` dump entry, without addresses; `None` if it has no name.
+fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
+    let mut name = None;
+    let mut kind = None;
+    let mut mac = None;
+    let mut mtu = 0;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Mtu(m) => mtu = *m,
+            // Only Ethernet-style 6-byte addresses are MACs; tunnels report 4 or 16 bytes.
+            LinkAttribute::Address(a) => {
+                mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr);
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                kind = infos.iter().find_map(|i| match i {
+                    NlLinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Some(LinkInfo {
+        name: name?,
+        index: msg.header.index,
+        kind,
+        mac,
+        mtu,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        addrs: Vec::new(),
+    })
+}
+
+/// The link index and unmasked address of an IPv4 `RTM_NEWADDR` dump entry.
+fn addr_from_message(msg: &AddressMessage) -> Result<Option<(u32, Ipv4Net)>, OpsError> {
+    if msg.header.family != AddressFamily::Inet {
+        return Ok(None);
+    }
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point
+    // links and equal to IFA_LOCAL elsewhere. `ip addr` shows IFA_LOCAL too.
+    let mut local = None;
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
+            AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+            _ => {}
+        }
+    }
+    let Some(ip) = local.or(address) else {
+        return Ok(None);
+    };
+    let net = Ipv4Net::new(ip, msg.header.prefix_len)
+        .map_err(|e| bad_reply(format!("address {ip}/{}: {e}", msg.header.prefix_len)))?;
+    Ok(Some((msg.header.index, net)))
+}
+
+/// The table a route belongs to. The header byte holds only ids below 256 (larger ones read
+/// `RT_TABLE_COMPAT`); the `RTA_TABLE` attribute, when present, holds the real id.
+fn route_table(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table))
+}
+
+/// A main-table IPv4 route, or `None` for anything Docker's `NetworkGetRoutes` skips: other
+/// families, other tables (local, broadcast, policy tables), cloned (cache) entries, and
+/// non-default routes without a destination.
+fn route_from_message(msg: &RouteMessage) -> Option<RouteV4> {
+    if msg.header.address_family != AddressFamily::Inet
+        || msg.header.flags.contains(RouteFlags::Cloned)
+        || route_table(msg) != u32::from(RouteHeader::RT_TABLE_MAIN)
+    {
+        return None;
+    }
+    let mut dst_addr = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst_addr = Some(*a),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let dst_len = msg.header.destination_prefix_length;
+    let dst = if dst_len == 0 {
+        None
+    } else {
+        Some(Ipv4Net::new(dst_addr?, dst_len).ok()?)
+    };
+    Some(RouteV4 { dst, gateway, oif })
+}
+
+/// The broadcast address to send with a new IPv4 address.
+///
+/// Docker 1.x sent only IFA_LOCAL and IFA_ADDRESS, so docker0 showed `brd 0.0.0.0` and
+/// subnet-directed broadcasts went nowhere (flannel-io/flannel#166). Modern Docker (through
+/// vishvananda/netlink's `AddrAdd`) sends the network's broadcast, as `ip addr add ... brd +`
+/// does; /31 and /32 have no broadcast address (RFC 3021), so none is sent for them.
+pub fn broadcast_for(addr: Ipv4Net) -> Option<Ipv4Addr> {
+    (addr.prefix_len() < 31).then(|| addr.broadcast())
+}
+
+fn link_by_name(name: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg
+}
+
+impl LinkOps for NetlinkLinks {
+    fn links(&mut self) -> Result<Vec<LinkInfo>, OpsError> {
+        let handle = &self.handle;
+        self.run(|| "dump links".to_owned(), async move {
+            // Two dumps, one after the other: a netlink socket runs one dump at a time.
+            let mut links = Vec::new();
+            let mut replies = handle.link().get().execute();
+            while let Some(msg) = replies.try_next().await.map_err(nl_error)? {
+                match link_from_message(&msg) {
+                    Some(link) => links.push(link),
+                    None => tracing::warn!(index = msg.header.index, "link without a name"),
+                }
+            }
+            let mut addrs: HashMap<u32, Vec<Ipv4Net>> = HashMap::new();
+            let mut req = handle.address().get();
+            req.message_mut().header.family = AddressFamily::Inet;
+            let mut replies = req.execute();
+            while let Some(msg) = replies.try_next().await.map_err(nl_error)? {
+                if let Some((index, net)) = addr_from_message(&msg)? {
+                    addrs.entry(index).or_default().push(net);
+                }
+            }
+            for link in &mut links {
+                link.addrs = addrs.remove(&link.index).unwrap_or_default();
+            }
+            Ok(links)
+        })
+    }
+
+    fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError> {
+        let handle = &self.handle;
+        self.run(|| "dump routes".to_owned(), async move {
+            // The table in the request header is a filter only for sockets with
+            // NETLINK_GET_STRICT_CHK; without it the kernel dumps every table, so the
+            // filtering is done here, whatever the kernel did.
+            let mut req = RouteMessage::default();
+            req.header.address_family = AddressFamily::Inet;
+            let mut replies = handle.route().get(req).execute();
+            let mut routes = Vec::new();
+            while let Some(msg) = replies.try_next().await.map_err(nl_error)? {
+                routes.extend(route_from_message(&msg));
+            }
+            Ok(routes)
+        })
+    }
+
+    fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
+        tracing::debug!(bridge = %spec.name, mac = %spec.mac, mtu = ?spec.mtu, "create bridge");
+        // The kernel would refuse it too (EINVAL/ERANGE from its attribute policy), but with
+        // an errno that does not say why; Docker 1.x's text was `Interface name %s too long`.
+        if spec.name.len() >= IFNAMSIZ {
+            return Err(OpsError::new(
+                format!("create bridge {}", spec.name),
+                OpsErrorKind::Other,
+                NetlinkError::NameTooLong(spec.name.clone()),
+            ));
+        }
+        // One RTM_NEWLINK (NLM_F_CREATE|NLM_F_EXCL) carrying the MAC and MTU. Docker 1.x did
+        // SIOCBRADDBR then SIOCSIFHWADDR; setting IFLA_ADDRESS at creation has the same effect
+        // (the kernel marks it NET_ADDR_SET, so the bridge never adopts a port's MAC,
+        // moby/moby#3200) without a window in which the bridge has a kernel-chosen MAC.
+        let mut msg = link_by_name(&spec.name);
+        msg.attributes
+            .push(LinkAttribute::Address(spec.mac.octets().to_vec()));
+        if let Some(mtu) = spec.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        let req = self.handle.link().add(msg);
+        self.run(|| format!("create bridge {}", spec.name), async move {
+            req.execute().await.map_err(nl_error)
+        })
+    }
+
+    fn add_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+        tracing::debug!(link, %addr, "add address");
+        let handle = &self.handle;
+        self.run(|| format!("add address {addr} to {link}"), async move {
+            let index = Self::index_of(handle, link).await?;
+            let ip = IpAddr::V4(addr.addr());
+            let mut req = handle.address().add(index, ip, addr.prefix_len());
+            // Spelled out rather than left to rtnetlink's builder, so the message is
+            // exactly what this comment and `broadcast_for` describe.
+            let attrs = &mut req.message_mut().attributes;
+            attrs.clear();
+            attrs.push(AddressAttribute::Local(ip));
+            attrs.push(AddressAttribute::Address(ip));
+            if let Some(brd) = broadcast_for(addr) {
+                attrs.push(AddressAttribute::Broadcast(brd));
+            }
+            req.execute().await.map_err(nl_error)
+        })
+    }
+
+    fn del_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+        tracing::debug!(link, %addr, "delete address");
+        let handle = &self.handle;
+        self.run(
+            || format!("delete address {addr} from {link}"),
+            async move {
+                let index = Self::index_of(handle, link).await?;
+                let ip = IpAddr::V4(addr.addr());
+                let mut msg = AddressMessage::default();
+                msg.header.family = AddressFamily::Inet;
+                msg.header.prefix_len = addr.prefix_len();
+                msg.header.index = index;
+                // The kernel matches IFA_LOCAL exactly and IFA_ADDRESS with the prefix length,
+                // so 172.17.0.1/24 does not delete 172.17.0.1/16.
+                msg.attributes.push(AddressAttribute::Local(ip));
+                msg.attributes.push(AddressAttribute::Address(ip));
+                handle.address().del(msg).execute().await.map_err(nl_error)
+            },
+        )
+    }
+
+    fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), OpsError> {
+        tracing::debug!(link, mtu, "set mtu");
+        // Links are addressed by IFLA_IFNAME (index 0): one round trip, and a missing link is
+        // the kernel's own ENODEV.
+        let mut msg = link_by_name(link);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        let req = self.handle.link().change(msg);
+        self.run(|| format!("set mtu {mtu} on {link}"), async move {
+            req.execute().await.map_err(nl_error)
+        })
+    }
+
+    fn set_up(&mut self, link: &str) -> Result<(), OpsError> {
+        tracing::debug!(link, "set up");
+        // RTM_NEWLINK without NLM_F_CREATE, flags = change = IFF_UP: what Docker's
+        // `NetworkLinkUp` sends.
+        let mut msg = link_by_name(link);
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        let req = self.handle.link().change(msg);
+        self.run(|| format!("set up {link}"), async move {
+            req.execute().await.map_err(nl_error)
+        })
+    }
+
+    fn set_down(&mut self, link: &str) -> Result<(), OpsError> {
+        tracing::debug!(link, "set down");
+        // IFF_UP in the change mask, clear in the flags.
+        let mut msg = link_by_name(link);
+        msg.header.flags = LinkFlags::empty();
+        msg.header.change_mask = LinkFlags::Up;
+        let req = self.handle.link().change(msg);
+        self.run(|| format!("set down {link}"), async move {
+            req.execute().await.map_err(nl_error)
+        })
+    }
+
+    fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
+        tracing::debug!(link, "delete link");
+        let req = self.handle.link().del_with_message(link_by_name(link));
+        self.run(|| format!("delete link {link}"), async move {
+            req.execute().await.map_err(nl_error)
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn route(table: u8, attrs: Vec<RouteAttribute>, dst_len: u8) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = table;
+        msg.header.destination_prefix_length = dst_len;
+        msg.attributes = attrs;
+        msg
+    }
+
+    fn inet(a: [u8; 4]) -> RouteAddress {
+        RouteAddress::Inet(Ipv4Addr::from(a))
+    }
+
+    #[test]
+    fn main_table_route_is_kept_with_dst_gateway_and_oif() {
+        let msg = route(
+            254,
+            vec![
+                RouteAttribute::Table(254),
+                RouteAttribute::Destination(inet([10, 1, 0, 0])),
+                RouteAttribute::Gateway(inet([10, 0, 0, 1])),
+                RouteAttribute::Oif(7),
+            ],
+            16,
+        );
+        assert_eq!(
+            route_from_message(&msg),
+            Some(RouteV4 {
+                dst: Some("10.1.0.0/16".parse().unwrap()),
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                oif: Some(7),
+            })
+        );
+    }
+
+    #[test]
+    fn default_route_has_no_dst() {
+        let msg = route(254, vec![RouteAttribute::Gateway(inet([10, 0, 0, 1]))], 0);
+        let r = route_from_message(&msg).unwrap();
+        assert_eq!(r.dst, None);
+        assert_eq!(r.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(r.oif, None);
+    }
+
+    #[test]
+    fn rta_table_wins_over_the_header_byte() {
+        // Table 1000 reads RT_TABLE_COMPAT (252) in the header; table 254 in RTA_TABLE with a
+        // header saying otherwise must still count as main.
+        let big = route(252, vec![RouteAttribute::Table(1000)], 0);
+        assert_eq!(route_from_message(&big), None);
+        let main_by_attr = route(252, vec![RouteAttribute::Table(254)], 0);
+        assert!(route_from_message(&main_by_attr).is_some());
+        let header_only = route(254, vec![], 0);
+        assert!(route_from_message(&header_only).is_some());
+        let local = route(255, vec![], 0);
+        assert_eq!(route_from_message(&local), None);
+    }
+
+    #[test]
+    fn cloned_and_non_ipv4_routes_are_skipped() {
+        let mut cloned = route(254, vec![RouteAttribute::Table(254)], 0);
+        cloned.header.flags = RouteFlags::Cloned;
+        assert_eq!(route_from_message(&cloned), None);
+        let mut v6 = route(254, vec![RouteAttribute::Table(254)], 0);
+        v6.header.address_family = AddressFamily::Inet6;
+        assert_eq!(route_from_message(&v6), None);
+    }
+
+    #[test]
+    fn non_default_route_without_destination_is_skipped() {
+        let msg = route(254, vec![RouteAttribute::Oif(3)], 24);
+        assert_eq!(route_from_message(&msg), None);
+    }
+
+    #[test]
+    fn errno_kinds() {
+        assert_eq!(errno_kind(libc::EEXIST), OpsErrorKind::AlreadyExists);
+        assert_eq!(errno_kind(libc::ENODEV), OpsErrorKind::NotFound);
+        assert_eq!(errno_kind(libc::ENOENT), OpsErrorKind::NotFound);
+        assert_eq!(errno_kind(libc::EADDRNOTAVAIL), OpsErrorKind::NotFound);
+        assert_eq!(errno_kind(libc::EPERM), OpsErrorKind::PermissionDenied);
+        assert_eq!(errno_kind(libc::EACCES), OpsErrorKind::PermissionDenied);
+        assert_eq!(errno_kind(libc::EINVAL), OpsErrorKind::Other);
+    }
+
+    #[test]
+    fn kernel_error_text_is_the_os_error() {
+        let err = nl_error(rtnetlink::Error::NetlinkError({
+            let mut m = rtnetlink::packet_core::ErrorMessage::default();
+            m.code = std::num::NonZeroI32::new(-libc::EEXIST);
+            m
+        }));
+        assert_eq!(err.kind, OpsErrorKind::AlreadyExists);
+        assert_eq!(err.source.to_string(), "File exists (os error 17)");
+    }
+
+    #[test]
+    fn broadcast_is_the_last_address_except_for_31_and_32() {
+        let b = |s: &str| broadcast_for(s.parse().unwrap());
+        assert_eq!(b("172.17.0.1/16"), Some(Ipv4Addr::new(172, 17, 255, 255)));
+        assert_eq!(b("10.0.0.5/30"), Some(Ipv4Addr::new(10, 0, 0, 7)));
+        assert_eq!(b("10.0.0.0/31"), None);
+        assert_eq!(b("10.0.0.1/32"), None);
+    }
+
+    #[test]
+    fn link_message_maps_name_kind_mac_mtu_and_up() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 4;
+        msg.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
+        msg.attributes = vec![
+            LinkAttribute::IfName("br0".into()),
+            LinkAttribute::Mtu(1400),
+            LinkAttribute::Address(vec![2, 0x42, 0xac, 0x11, 0, 1]),
+            LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Bridge)]),
+        ];
+        let link = link_from_message(&msg).unwrap();
+        assert_eq!(link.name, "br0");
+        assert_eq!(link.index, 4);
+        assert_eq!(link.kind.as_deref(), Some("bridge"));
+        assert_eq!(link.mac, Some(MacAddr([2, 0x42, 0xac, 0x11, 0, 1])));
+        assert_eq!(link.mtu, 1400);
+        assert!(link.up);
+
+        let mut tun = LinkMessage::default();
+        tun.attributes = vec![
+            LinkAttribute::IfName("tun0".into()),
+            LinkAttribute::Address(vec![10, 0, 0, 1]),
+        ];
+        let tun = link_from_message(&tun).unwrap();
+        assert_eq!(tun.mac, None);
+        assert!(!tun.up);
+        assert_eq!(tun.kind, None);
+    }
+
+    #[test]
+    fn address_message_uses_ifa_local_unmasked() {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = 16;
+        msg.header.index = 3;
+        msg.attributes = vec![
+            AddressAttribute::Address(IpAddr::V4(Ipv4Addr::new(172, 17, 0, 9))),
+            AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(172, 17, 0, 1))),
+        ];
+        assert_eq!(
+            addr_from_message(&msg).unwrap(),
+            Some((3, "172.17.0.1/16".parse().unwrap()))
+        );
+        msg.header.family = AddressFamily::Inet6;
+        assert_eq!(addr_from_message(&msg).unwrap(), None);
+    }
+}

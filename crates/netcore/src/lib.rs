@@ -20,6 +20,7 @@
 //! | [`firewall`] | the iptables rules, as data |
 //! | [`init`] | the start-up sequence, its rollback and idempotence |
 //! | [`handlers`] | the per-container requests |
+//! | [`teardown`] | what init changed, and how to take it back |
 //! | [`ops`] | the traits over the host, and the facts read from it |
 #![forbid(unsafe_code)]
 
@@ -37,3 +38,4 @@ pub mod ops;
 pub mod ports;
 pub mod resolvconf;
 pub mod subnet;
+pub mod teardown;

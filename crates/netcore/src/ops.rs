@@ -57,16 +57,23 @@ impl OpsError {
             std::io::ErrorKind::NotFound => OpsErrorKind::NotFound,
             std::io::ErrorKind::AlreadyExists => OpsErrorKind::AlreadyExists,
             std::io::ErrorKind::PermissionDenied => OpsErrorKind::PermissionDenied,
+            // netcore has no libc: the errno values of Linux, named.
             _ => match err.raw_os_error() {
-                Some(libc_enodev) if libc_enodev == 19 => OpsErrorKind::NotFound,
-                Some(17) => OpsErrorKind::AlreadyExists,
-                Some(1) | Some(13) => OpsErrorKind::PermissionDenied,
+                Some(ENODEV | EADDRNOTAVAIL) => OpsErrorKind::NotFound,
+                Some(EEXIST) => OpsErrorKind::AlreadyExists,
+                Some(EPERM | EACCES) => OpsErrorKind::PermissionDenied,
                 _ => OpsErrorKind::Other,
             },
         };
         Self::new(op, kind, err)
     }
 }
+
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+const EADDRNOTAVAIL: i32 = 99;
 
 /// One network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +125,8 @@ pub trait LinkOps {
     fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), OpsError>;
     /// Brings the link up.
     fn set_up(&mut self, link: &str) -> Result<(), OpsError>;
+    /// Brings the link down (the undo of `set_up` on a bridge init did not create).
+    fn set_down(&mut self, link: &str) -> Result<(), OpsError>;
     /// Deletes the link.
     fn delete_link(&mut self, link: &str) -> Result<(), OpsError>;
 }

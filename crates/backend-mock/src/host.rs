@@ -1,0 +1,860 @@
+//! [`FakeHost`]: an in-memory host that behaves like the kernel for the operations netcore uses.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ipnet::Ipv4Net;
+use netcore::firewall::{Batch, Policy, Table};
+use netcore::mac::MacAddr;
+use netcore::ops::{
+    BridgeSpec, FirewallOps, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4, SysctlOps,
+};
+
+use crate::iptables::{FwTable, RestoreErrorReason, SaveTextError, table_from_save};
+use crate::record::{Call, CallRecord, Faults, Op};
+
+/// `IFNAMSIZ`: a name must fit in 15 bytes plus the NUL.
+const IFNAMSIZ: usize = 16;
+/// The MTU range the kernel accepts for a bridge without ports (`ETH_MIN_MTU`..`ETH_MAX_MTU`).
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+/// The kernel's default MTU for a new bridge.
+const DEFAULT_MTU: u32 = 1500;
+
+/// Sysctls every fake host starts with (the values of a freshly booted machine).
+const DEFAULT_SYSCTLS: &[(&str, &str)] = &[
+    (netcore::ops::IP_FORWARD, "0"),
+    ("net/ipv4/conf/all/route_localnet", "0"),
+    ("net/ipv6/conf/all/forwarding", "0"),
+    ("net/ipv6/conf/all/disable_ipv6", "0"),
+];
+
+/// The per-interface sysctls the kernel creates with each link (and removes with it).
+fn link_sysctls(name: &str, ip_forward: &str) -> [(String, String); 3] {
+    [
+        (
+            format!("net/ipv4/conf/{name}/forwarding"),
+            ip_forward.to_owned(),
+        ),
+        (
+            format!("net/ipv4/conf/{name}/route_localnet"),
+            "0".to_owned(),
+        ),
+        (format!("net/ipv6/conf/{name}/disable_ipv6"), "0".to_owned()),
+    ]
+}
+
+/// The whole observable state of a [`FakeHost`], for "the host is exactly as before" checks.
+///
+/// Interface indexes are part of it, as on a real host: deleting and recreating a bridge gives
+/// it a new index, so a rollback test compares with a snapshot taken before the bridge existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Links in index order.
+    pub links: Vec<LinkInfo>,
+    /// The main routing table, as [`LinkOps::routes_v4`] returns it.
+    pub routes: Vec<RouteV4>,
+    /// The loaded iptables tables.
+    pub tables: BTreeMap<Table, FwTable>,
+    pub sysctls: BTreeMap<String, String>,
+}
+
+type Fail = (OpsErrorKind, Box<dyn Error + Send + Sync + 'static>);
+
+fn fail(kind: OpsErrorKind, msg: impl Into<String>) -> Fail {
+    (kind, msg.into().into())
+}
+
+fn no_device(name: &str) -> Fail {
+    fail(OpsErrorKind::NotFound, format!("no such device: {name}"))
+}
+
+/// The kernel's `dev_valid_name()`.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
+#[derive(Debug)]
+struct State {
+    /// In index order.
+    links: Vec<LinkInfo>,
+    next_index: u32,
+    /// Routes added by the test setup; prefix routes of addresses are derived from the links.
+    static_routes: Vec<RouteV4>,
+    tables: BTreeMap<Table, FwTable>,
+    sysctls: BTreeMap<String, String>,
+    log: Vec<CallRecord>,
+    faults: Faults,
+}
+
+impl State {
+    fn new() -> Self {
+        let mut st = State {
+            links: Vec::new(),
+            next_index: 1,
+            static_routes: Vec::new(),
+            tables: [Table::Filter, Table::Nat]
+                .into_iter()
+                .map(|t| (t, FwTable::new(t)))
+                .collect(),
+            sysctls: DEFAULT_SYSCTLS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            log: Vec::new(),
+            faults: Faults::default(),
+        };
+        st.insert_link(LinkInfo {
+            name: "lo".to_owned(),
+            index: 1,
+            kind: None,
+            mac: Some(MacAddr([0; 6])),
+            mtu: 65536,
+            up: true,
+            addrs: vec![Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).unwrap_or_default()],
+        });
+        st
+    }
+
+    /// Runs one trait call: counts it, fires a fault or runs `f`, and records the outcome.
+    fn call<T>(
+        &mut self,
+        call: Call,
+        f: impl FnOnce(&mut State) -> Result<T, Fail>,
+    ) -> Result<T, OpsError> {
+        let op_text = call.to_string();
+        if let Some((kind, fault)) = self.faults.on_call(call.op()) {
+            self.log.push(CallRecord {
+                call,
+                error: Some(kind),
+                injected: true,
+            });
+            return Err(OpsError::new(op_text, kind, fault));
+        }
+        let result = f(self);
+        self.log.push(CallRecord {
+            call,
+            error: result.as_ref().err().map(|(kind, _)| *kind),
+            injected: false,
+        });
+        result.map_err(|(kind, source)| OpsError::new(op_text, kind, source))
+    }
+
+    fn find(&self, name: &str) -> Result<usize, Fail> {
+        self.links
+            .iter()
+            .position(|l| l.name == name)
+            .ok_or_else(|| no_device(name))
+    }
+
+    /// Adds (or replaces, by name) a link, keeping index order and the per-link sysctls.
+    fn insert_link(&mut self, mut link: LinkInfo) {
+        if let Ok(i) = self.find(&link.name) {
+            self.links.remove(i);
+        }
+        if link.index == 0 || self.links.iter().any(|l| l.index == link.index) {
+            link.index = self.next_index;
+        }
+        self.next_index = self.next_index.max(link.index.saturating_add(1));
+        let forward = self
+            .sysctls
+            .get(netcore::ops::IP_FORWARD)
+            .cloned()
+            .unwrap_or_else(|| "0".to_owned());
+        for (k, v) in link_sysctls(&link.name, &forward) {
+            self.sysctls.insert(k, v);
+        }
+        let pos = self
+            .links
+            .iter()
+            .position(|l| l.index > link.index)
+            .unwrap_or(self.links.len());
+        self.links.insert(pos, link);
+    }
+
+    /// The main table: static routes plus, for each address of an up link, the prefix route
+    /// the kernel adds (`fib_add_ifaddr`: only while the link is up, one per prefix, none for
+    /// a /32, and loopback's going to the local table), sorted by destination like a dump.
+    fn routes(&self) -> Vec<RouteV4> {
+        let mut out = self.static_routes.clone();
+        for link in self.links.iter().filter(|l| l.up && l.name != "lo") {
+            for addr in link.addrs.iter().filter(|a| a.prefix_len() < 32) {
+                let route = RouteV4 {
+                    dst: Some(addr.trunc()),
+                    gateway: None,
+                    oif: Some(link.index),
+                };
+                if !out.contains(&route) {
+                    out.push(route);
+                }
+            }
+        }
+        out.sort_by_key(|r| {
+            r.dst
+                .map_or((0, 0), |d| (u32::from(d.addr()), d.prefix_len()))
+        });
+        out
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            links: self.links.clone(),
+            routes: self.routes(),
+            tables: self.tables.clone(),
+            sysctls: self.sysctls.clone(),
+        }
+    }
+
+    // ---- LinkOps ----
+
+    fn links(&mut self) -> Result<Vec<LinkInfo>, OpsError> {
+        self.call(Call::Links, |st| Ok(st.links.clone()))
+    }
+
+    fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError> {
+        self.call(Call::RoutesV4, |st| Ok(st.routes()))
+    }
+
+    fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
+        self.call(Call::CreateBridge(spec.clone()), |st| {
+            if !valid_ifname(&spec.name) {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("invalid argument: bad interface name {:?}", spec.name),
+                ));
+            }
+            if st.find(&spec.name).is_ok() {
+                return Err(fail(
+                    OpsErrorKind::AlreadyExists,
+                    format!("file exists: {}", spec.name),
+                ));
+            }
+            if !spec.mac.is_unicast() || spec.mac.0 == [0; 6] {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("cannot assign requested address: MAC {}", spec.mac),
+                ));
+            }
+            if let Some(mtu) = spec.mtu.filter(|m| !MTU_RANGE.contains(m)) {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("invalid argument: mtu {mtu}"),
+                ));
+            }
+            st.insert_link(LinkInfo {
+                name: spec.name.clone(),
+                index: 0,
+                kind: Some("bridge".to_owned()),
+                mac: Some(spec.mac),
+                mtu: spec.mtu.unwrap_or(DEFAULT_MTU),
+                up: false,
+                addrs: Vec::new(),
+            });
+            Ok(())
+        })
+    }
+
+    fn add_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+        self.call(Call::AddAddr(link.to_owned(), addr), |st| {
+            let i = st.find(link)?;
+            let l = &mut st.links[i];
+            // The kernel refuses the same local address with the same prefix (EEXIST).
+            if l.addrs.contains(&addr) {
+                return Err(fail(
+                    OpsErrorKind::AlreadyExists,
+                    format!("file exists: {addr} on {link}"),
+                ));
+            }
+            l.addrs.push(addr);
+            Ok(())
+        })
+    }
+
+    fn del_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+        self.call(Call::DelAddr(link.to_owned(), addr), |st| {
+            let i = st.find(link)?;
+            let l = &mut st.links[i];
+            // The kernel answers EADDRNOTAVAIL; NotFound is what it means to netcore.
+            let pos = l.addrs.iter().position(|a| *a == addr).ok_or_else(|| {
+                fail(
+                    OpsErrorKind::NotFound,
+                    format!("cannot assign requested address: {addr} is not on {link}"),
+                )
+            })?;
+            l.addrs.remove(pos);
+            Ok(())
+        })
+    }
+
+    fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), OpsError> {
+        self.call(Call::SetMtu(link.to_owned(), mtu), |st| {
+            let i = st.find(link)?;
+            if !MTU_RANGE.contains(&mtu) {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("invalid argument: mtu {mtu}"),
+                ));
+            }
+            st.links[i].mtu = mtu;
+            Ok(())
+        })
+    }
+
+    fn set_up(&mut self, link: &str) -> Result<(), OpsError> {
+        self.call(Call::SetUp(link.to_owned()), |st| {
+            let i = st.find(link)?;
+            st.links[i].up = true;
+            Ok(())
+        })
+    }
+
+    fn set_down(&mut self, link: &str) -> Result<(), OpsError> {
+        self.call(Call::SetDown(link.to_owned()), |st| {
+            let i = st.find(link)?;
+            st.links[i].up = false;
+            // Going down flushes every route through the link (fib_disable_ip); the prefix
+            // routes of its addresses come back with `set_up`, other routes do not.
+            let index = st.links[i].index;
+            st.static_routes.retain(|r| r.oif != Some(index));
+            Ok(())
+        })
+    }
+
+    fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
+        self.call(Call::DeleteLink(link.to_owned()), |st| {
+            let i = st.find(link)?;
+            // rtnetlink cannot delete loopback or a physical device (EOPNOTSUPP).
+            if st.links[i].kind.is_none() {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("operation not supported: {link} is not a virtual link"),
+                ));
+            }
+            let gone = st.links.remove(i);
+            st.static_routes.retain(|r| r.oif != Some(gone.index));
+            for (k, _) in link_sysctls(&gone.name, "") {
+                st.sysctls.remove(&k);
+            }
+            Ok(())
+        })
+    }
+
+    // ---- FirewallOps ----
+
+    fn save(&mut self, table: Table) -> Result<String, OpsError> {
+        self.call(Call::FwSave(table), |st| {
+            Ok(st
+                .tables
+                .get(&table)
+                .map(FwTable::render)
+                .unwrap_or_default())
+        })
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<(), OpsError> {
+        self.call(Call::FwApply(batch.clone()), |st| {
+            let mut t = st
+                .tables
+                .get(&batch.table)
+                .cloned()
+                .unwrap_or_else(|| FwTable::new(batch.table));
+            t.apply(batch.lines.iter().map(String::as_str))
+                .map_err(|e| (OpsErrorKind::Other, Box::new(e) as Box<_>))?;
+            st.tables.insert(batch.table, t);
+            Ok(())
+        })
+    }
+
+    fn set_policy(&mut self, table: Table, chain: &str, policy: Policy) -> Result<(), OpsError> {
+        self.call(Call::SetPolicy(table, chain.to_owned(), policy), |st| {
+            let mut t = st
+                .tables
+                .get(&table)
+                .cloned()
+                .unwrap_or_else(|| FwTable::new(table));
+            t.set_policy(chain, policy).map_err(|reason| {
+                let kind = match reason {
+                    RestoreErrorReason::NoSuchChain(_) => OpsErrorKind::NotFound,
+                    _ => OpsErrorKind::Other,
+                };
+                (kind, Box::new(reason) as Box<_>)
+            })?;
+            st.tables.insert(table, t);
+            Ok(())
+        })
+    }
+
+    // ---- SysctlOps ----
+
+    fn read(&mut self, key: &str) -> Result<String, OpsError> {
+        self.call(Call::SysctlRead(key.to_owned()), |st| {
+            st.sysctls
+                .get(key)
+                .cloned()
+                .ok_or_else(|| fail(OpsErrorKind::NotFound, format!("no such sysctl: {key}")))
+        })
+    }
+
+    fn write(&mut self, key: &str, value: &str) -> Result<(), OpsError> {
+        self.call(Call::SysctlWrite(key.to_owned(), value.to_owned()), |st| {
+            let current = st
+                .sysctls
+                .get_mut(key)
+                .ok_or_else(|| fail(OpsErrorKind::NotFound, format!("no such sysctl: {key}")))?;
+            let value = value.trim();
+            let numeric =
+                |s: &str| !s.is_empty() && s.split_whitespace().all(|p| p.parse::<i64>().is_ok());
+            // An integer sysctl refuses text (proc_dointvec: EINVAL).
+            if numeric(current) && !numeric(value) {
+                return Err(fail(
+                    OpsErrorKind::Other,
+                    format!("invalid argument: {value:?} for {key}"),
+                ));
+            }
+            *current = value.to_owned();
+            Ok(())
+        })
+    }
+}
+
+/// An in-memory host: links, IPv4 addresses and main-table routes, the iptables `filter` and
+/// `nat` tables, and sysctls, with a log of every call and injectable faults.
+///
+/// `FakeHost` is a cheap handle: clones share one state. It implements [`LinkOps`],
+/// [`FirewallOps`] and [`SysctlOps`] itself, and [`FakeHost::ops`] hands out one handle per
+/// trait for code that needs three `&mut` at once. See the crate docs for an example.
+///
+/// Builder methods (`with_*`) and inspectors (`link`, `rules`, `sysctl`, `snapshot`) are not
+/// recorded as calls and ignore faults; only trait calls are.
+#[derive(Debug, Clone)]
+pub struct FakeHost {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeHost {
+    /// A host like a freshly booted machine: only `lo` (index 1, up, `127.0.0.1/8`), an empty
+    /// main table, empty `filter` and `nat` tables with ACCEPT policies, `ip_forward = 0`.
+    pub fn new() -> Self {
+        FakeHost {
+            state: Arc::new(Mutex::new(State::new())),
+        }
+    }
+
+    /// One handle per trait, all sharing this host's state.
+    pub fn ops(&self) -> (FakeLink, FakeFirewall, FakeSysctl) {
+        (self.link_ops(), self.firewall_ops(), self.sysctl_ops())
+    }
+
+    pub fn link_ops(&self) -> FakeLink {
+        FakeLink {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    pub fn firewall_ops(&self) -> FakeFirewall {
+        FakeFirewall {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    pub fn sysctl_ops(&self) -> FakeSysctl {
+        FakeSysctl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    // ---- builders ----
+
+    /// Adds a link as given, replacing any link of the same name. An index of 0 (or one
+    /// already taken) is replaced by the next free index. Its prefix routes follow from
+    /// `up` and `addrs`.
+    pub fn with_link(self, link: LinkInfo) -> Self {
+        self.st().insert_link(link);
+        self
+    }
+
+    /// Adds an up physical device (no `kind`, MTU 1500) with these addresses, e.g. `eth0`.
+    pub fn with_device(self, name: &str, addrs: &[Ipv4Net]) -> Self {
+        let index = self.st().next_index;
+        self.with_link(LinkInfo {
+            name: name.to_owned(),
+            index,
+            kind: None,
+            mac: Some(fake_mac(index)),
+            mtu: DEFAULT_MTU,
+            up: true,
+            addrs: addrs.to_vec(),
+        })
+    }
+
+    /// Adds an up bridge (MTU 1500) with one address, e.g. a `docker0` left by a previous run.
+    pub fn with_bridge(self, name: &str, addr: Ipv4Net) -> Self {
+        let index = self.st().next_index;
+        self.with_link(LinkInfo {
+            name: name.to_owned(),
+            index,
+            kind: Some("bridge".to_owned()),
+            mac: Some(fake_mac(index)),
+            mtu: DEFAULT_MTU,
+            up: true,
+            addrs: vec![addr],
+        })
+    }
+
+    /// Adds a main-table route to `dst` (no gateway, no interface: only the destination
+    /// matters to overlap checks).
+    pub fn with_route(self, dst: Ipv4Net) -> Self {
+        self.with_route_v4(RouteV4 {
+            dst: Some(dst),
+            gateway: None,
+            oif: None,
+        })
+    }
+
+    /// Adds a main-table route as given. A route whose `oif` names a link goes away with it.
+    pub fn with_route_v4(self, route: RouteV4) -> Self {
+        self.st().static_routes.push(route);
+        self
+    }
+
+    /// Sets (or creates) a sysctl key.
+    pub fn with_sysctl(self, key: &str, value: &str) -> Self {
+        self.st()
+            .sysctls
+            .insert(key.to_owned(), value.trim().to_owned());
+        self
+    }
+
+    /// Replaces a table with the contents of an `iptables-save` text (header, `COMMIT` and
+    /// comments optional), as a real host that already has these rules would show them.
+    pub fn with_rules(self, table: Table, save_text: &str) -> Result<Self, SaveTextError> {
+        let t = table_from_save(table, save_text)?;
+        self.st().tables.insert(table, t);
+        Ok(self)
+    }
+
+    /// Unloads a table: `save` returns an empty listing until a batch or policy loads it again
+    /// (as the kernel loads `iptable_nat` on first use).
+    pub fn without_table(self, table: Table) -> Self {
+        self.st().tables.remove(&table);
+        self
+    }
+
+    // ---- inspection (not recorded) ----
+
+    pub fn link(&self, name: &str) -> Option<LinkInfo> {
+        let st = self.st();
+        st.links.iter().find(|l| l.name == name).cloned()
+    }
+
+    /// The main table, as `routes_v4` would return it.
+    pub fn routes(&self) -> Vec<RouteV4> {
+        self.st().routes()
+    }
+
+    /// The table in `iptables-save` format, as `save` would return it.
+    pub fn rules(&self, table: Table) -> String {
+        self.st()
+            .tables
+            .get(&table)
+            .map(FwTable::render)
+            .unwrap_or_default()
+    }
+
+    /// The table as data, or `None` if it is not loaded.
+    pub fn table(&self, table: Table) -> Option<FwTable> {
+        self.st().tables.get(&table).cloned()
+    }
+
+    pub fn sysctl(&self, key: &str) -> Option<String> {
+        self.st().sysctls.get(key).cloned()
+    }
+
+    /// Everything observable, for equality checks.
+    pub fn snapshot(&self) -> Snapshot {
+        self.st().snapshot()
+    }
+
+    // ---- recording ----
+
+    /// Every trait call since creation or [`FakeHost::clear_calls`], in order, failed ones
+    /// included.
+    pub fn calls(&self) -> Vec<Call> {
+        self.st().log.iter().map(|r| r.call.clone()).collect()
+    }
+
+    /// The calls that could change the host (everything but `links`, `routes_v4`, `save` and
+    /// `read`), failed ones included.
+    pub fn mutations(&self) -> Vec<Call> {
+        self.st()
+            .log
+            .iter()
+            .filter(|r| r.call.is_mutating())
+            .map(|r| r.call.clone())
+            .collect()
+    }
+
+    /// Every call with its outcome.
+    pub fn history(&self) -> Vec<CallRecord> {
+        self.st().log.clone()
+    }
+
+    /// Empties the log. Armed faults keep counting from when they were armed.
+    pub fn clear_calls(&self) {
+        self.st().log.clear();
+    }
+
+    // ---- faults ----
+
+    /// Makes the `n`th call (1-based, counted from now) of `op` fail with
+    /// [`OpsErrorKind::Other`]. The failed call changes nothing; later calls run normally.
+    /// `n == 0` arms nothing.
+    pub fn fail_nth(&self, op: Op, n: usize) {
+        self.fail_nth_with(op, n, OpsErrorKind::Other);
+    }
+
+    /// As [`FakeHost::fail_nth`], with the given error kind.
+    pub fn fail_nth_with(&self, op: Op, n: usize, kind: OpsErrorKind) {
+        self.st().faults.arm_op(op, n, kind);
+    }
+
+    /// Makes the `n`th mutating call (1-based, counted from now, whatever the operation) fail
+    /// with [`OpsErrorKind::Other`]. Run a sequence once to count its
+    /// [`FakeHost::mutations`], then fail each in turn on a fresh host.
+    pub fn fail_nth_mutation(&self, n: usize) {
+        self.fail_nth_mutation_with(n, OpsErrorKind::Other);
+    }
+
+    /// As [`FakeHost::fail_nth_mutation`], with the given error kind.
+    pub fn fail_nth_mutation_with(&self, n: usize, kind: OpsErrorKind) {
+        self.st().faults.arm_mutation(n, kind);
+    }
+
+    /// Makes every call of `op` fail with `kind` until [`FakeHost::clear_faults`], e.g. a
+    /// host where every firewall change is `PermissionDenied`.
+    pub fn fail_every(&self, op: Op, kind: OpsErrorKind) {
+        self.st().faults.arm_every(op, kind);
+    }
+
+    /// Disarms every fault.
+    pub fn clear_faults(&self) {
+        self.st().faults.clear();
+    }
+
+    /// How many one-shot faults have not fired yet (0 after a test that expected them all to).
+    pub fn pending_faults(&self) -> usize {
+        self.st().faults.pending()
+    }
+}
+
+/// A stable, locally administered unicast MAC for links added by the builders.
+fn fake_mac(index: u32) -> MacAddr {
+    let [_, _, hi, lo] = index.to_be_bytes();
+    MacAddr([0x02, 0x00, 0x00, 0x00, hi, lo])
+}
+
+/// The [`LinkOps`] handle of a [`FakeHost`].
+#[derive(Debug, Clone)]
+pub struct FakeLink {
+    state: Arc<Mutex<State>>,
+}
+
+/// The [`FirewallOps`] handle of a [`FakeHost`].
+#[derive(Debug, Clone)]
+pub struct FakeFirewall {
+    state: Arc<Mutex<State>>,
+}
+
+/// The [`SysctlOps`] handle of a [`FakeHost`].
+#[derive(Debug, Clone)]
+pub struct FakeSysctl {
+    state: Arc<Mutex<State>>,
+}
+
+macro_rules! impl_ops {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// Locks the shared state. A test that panicked while holding the lock leaves a
+            /// consistent state (every operation validates before it changes anything), so a
+            /// poisoned lock is used as is.
+            fn st(&self) -> MutexGuard<'_, State> {
+                self.state.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
+    )*};
+}
+impl_ops!(FakeHost, FakeLink, FakeFirewall, FakeSysctl);
+
+macro_rules! impl_link_ops {
+    ($ty:ty) => {
+        impl LinkOps for $ty {
+            fn links(&mut self) -> Result<Vec<LinkInfo>, OpsError> {
+                self.st().links()
+            }
+            fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError> {
+                self.st().routes_v4()
+            }
+            fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
+                self.st().create_bridge(spec)
+            }
+            fn add_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+                self.st().add_addr(link, addr)
+            }
+            fn del_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
+                self.st().del_addr(link, addr)
+            }
+            fn set_mtu(&mut self, link: &str, mtu: u32) -> Result<(), OpsError> {
+                self.st().set_mtu(link, mtu)
+            }
+            fn set_up(&mut self, link: &str) -> Result<(), OpsError> {
+                self.st().set_up(link)
+            }
+            fn set_down(&mut self, link: &str) -> Result<(), OpsError> {
+                self.st().set_down(link)
+            }
+            fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
+                self.st().delete_link(link)
+            }
+        }
+    };
+}
+
+macro_rules! impl_firewall_ops {
+    ($ty:ty) => {
+        impl FirewallOps for $ty {
+            fn save(&mut self, table: Table) -> Result<String, OpsError> {
+                self.st().save(table)
+            }
+            fn apply(&mut self, batch: &Batch) -> Result<(), OpsError> {
+                self.st().apply(batch)
+            }
+            fn set_policy(
+                &mut self,
+                table: Table,
+                chain: &str,
+                policy: Policy,
+            ) -> Result<(), OpsError> {
+                self.st().set_policy(table, chain, policy)
+            }
+        }
+    };
+}
+
+macro_rules! impl_sysctl_ops {
+    ($ty:ty) => {
+        impl SysctlOps for $ty {
+            fn read(&mut self, key: &str) -> Result<String, OpsError> {
+                self.st().read(key)
+            }
+            fn write(&mut self, key: &str, value: &str) -> Result<(), OpsError> {
+                self.st().write(key, value)
+            }
+        }
+    };
+}
+
+impl_link_ops!(FakeLink);
+impl_link_ops!(FakeHost);
+impl_firewall_ops!(FakeFirewall);
+impl_firewall_ops!(FakeHost);
+impl_sysctl_ops!(FakeSysctl);
+impl_sysctl_ops!(FakeHost);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ifname_rules_match_the_kernel() {
+        assert!(valid_ifname("docker0"));
+        assert!(valid_ifname("fifteen-bytes-x"));
+        assert!(!valid_ifname("sixteen-bytes-xx"));
+        assert!(!valid_ifname(""));
+        assert!(!valid_ifname(".."));
+        assert!(!valid_ifname("a/b"));
+        assert!(!valid_ifname("a b"));
+        assert!(!valid_ifname("eth0:1"));
+    }
+
+    #[test]
+    fn prefix_routes_follow_up_links_only_and_skip_lo_and_host_addresses() {
+        let host = FakeHost::new()
+            .with_device(
+                "eth0",
+                &[net("10.0.2.15/24"), net("10.0.2.16/24"), net("10.9.9.9/32")],
+            )
+            .with_link(LinkInfo {
+                name: "down0".to_owned(),
+                index: 0,
+                kind: Some("dummy".to_owned()),
+                mac: None,
+                mtu: 1500,
+                up: false,
+                addrs: vec![net("192.168.5.1/24")],
+            });
+        let eth0 = host.link("eth0").unwrap().index;
+        assert_eq!(
+            host.routes(),
+            vec![RouteV4 {
+                dst: Some(net("10.0.2.0/24")),
+                gateway: None,
+                oif: Some(eth0)
+            }]
+        );
+    }
+
+    #[test]
+    fn routes_are_sorted_by_destination_with_default_first() {
+        let host = FakeHost::new()
+            .with_route(net("192.168.0.0/16"))
+            .with_route_v4(RouteV4 {
+                dst: None,
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                oif: None,
+            })
+            .with_route(net("10.0.0.0/8"));
+        let dsts: Vec<_> = host.routes().iter().map(|r| r.dst).collect();
+        assert_eq!(
+            dsts,
+            [None, Some(net("10.0.0.0/8")), Some(net("192.168.0.0/16"))]
+        );
+    }
+
+    #[test]
+    fn links_get_their_per_interface_sysctls_and_lose_them_on_delete() {
+        let host = FakeHost::new().with_sysctl(netcore::ops::IP_FORWARD, "1");
+        let mut link = host.link_ops();
+        link.create_bridge(&BridgeSpec {
+            name: "br0".to_owned(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            mtu: None,
+        })
+        .unwrap();
+        assert_eq!(
+            host.sysctl("net/ipv4/conf/br0/forwarding").as_deref(),
+            Some("1")
+        );
+        link.delete_link("br0").unwrap();
+        assert_eq!(host.sysctl("net/ipv4/conf/br0/forwarding"), None);
+    }
+
+    #[test]
+    fn fake_macs_are_local_unicast_and_distinct() {
+        assert!(fake_mac(2).is_local() && fake_mac(2).is_unicast());
+        assert_ne!(fake_mac(2), fake_mac(3));
+    }
+}
