@@ -6,6 +6,10 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use ipnet::Ipv4Net;
 use netcore::mac::MacAddr;
@@ -141,5 +145,405 @@ fn json_array(text: &str) -> Vec<serde_json::Value> {
         Ok(serde_json::Value::Array(v)) => v,
         Ok(other) => panic!("expected a JSON array from ip, got {other}"),
         Err(e) => panic!("bad JSON from ip: {e}: {text}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end support: the `dockerd-net` binary, run in a test's namespace, and snapshots of
+// that namespace to compare before and after.
+// ---------------------------------------------------------------------------------------------
+
+/// The `dockerd-net` binary as a user gets it (default features: the netlink link backend),
+/// built for this test run's profile into the workspace's own target directory.
+///
+/// Why a nested `cargo build`: `env!("CARGO_BIN_EXE_dockerd-net")` exists only for tests of
+/// the binary's own package, and a dev-dependency on `dockerd-net` would build its library
+/// only (it has none), never its binary. So the first test that needs the binary runs
+/// `$CARGO build -p dockerd-net` once (cargo releases its build lock before it runs test
+/// binaries, so this does not dead-lock); with `cargo test --workspace` it is a no-op
+/// re-check, with `cargo test -p e2e-tests` it builds what is missing. The result is
+/// checked with `--version`, so a stale or wrong binary cannot pass unnoticed.
+pub fn dockerd_net() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_dockerd_net(&[], None, "netlink"))
+}
+
+/// `dockerd-net` built with `--no-default-features --features ioctl` (the ioctl link
+/// backend), in its own target directory `<target>/e2e-ioctl`: with the same directory the
+/// two builds would overwrite each other's `dockerd-net` while tests run both in parallel.
+pub fn dockerd_net_ioctl() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        build_dockerd_net(
+            &["--no-default-features", "--features", "ioctl"],
+            Some("e2e-ioctl"),
+            "ioctl",
+        )
+    })
+}
+
+/// Runs one `cargo build` of dockerd-net and returns the binary's path. Builds are
+/// serialised: two concurrent cargo builds on a 2-core machine only slow each other down.
+fn build_dockerd_net(features: &[&str], subdir: Option<&str>, backend: &str) -> PathBuf {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+
+    // This test executable is `<target>/<profile dir>/deps/<name>-<hash>`.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+    let target = profile_dir
+        .parent()
+        .unwrap_or_else(|| panic!("unexpected test executable path {}", exe.display()));
+    let profile_name = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_else(|| panic!("unexpected profile dir {}", profile_dir.display()));
+    // The directory name is the profile's, except that `dev` builds into `debug`.
+    let profile = match profile_name {
+        "debug" => "dev",
+        other => other,
+    };
+    let target_dir = match subdir {
+        Some(s) => target.join(s),
+        None => target.to_path_buf(),
+    };
+    let workspace = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dockerd-net",
+            "--bin",
+            "dockerd-net",
+        ])
+        .args(["--profile", profile])
+        .args(features)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cargo:?} build: {e}"));
+    assert!(
+        out.status.success(),
+        "building dockerd-net {features:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = target_dir.join(profile_name).join("dockerd-net");
+    let version = testns::run(&[path_str(&bin), "--version"]);
+    assert!(
+        version.contains(&format!("(link backend: {backend})")),
+        "{} is not the {backend} build: {version}",
+        bin.display()
+    );
+    bin
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+/// A directory under the system temp dir, removed (with its contents) when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "e2e-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `name` in the directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The resolv.conf every instance starts with: one nameserver (TEST-NET-1, RFC 5737) that
+/// collides with none of Docker's candidate subnets.
+pub const NEUTRAL_RESOLV_CONF: &str = "nameserver 192.0.2.53\n";
+
+/// One "installation" of dockerd-net: a binary with its own temporary `--data-root` and
+/// `--resolv-conf`, run as a child of the calling thread (hence in its network namespace).
+#[derive(Debug)]
+pub struct Instance {
+    bin: PathBuf,
+    dir: TempDir,
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics, showing the output, unless the run exited 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "dockerd-net failed ({}):\n{self}",
+            self.status
+        );
+        self
+    }
+
+    /// Panics, showing the output, unless the run exited non-zero; returns stderr.
+    #[track_caller]
+    pub fn assert_failure(&self) -> &str {
+        assert!(
+            !self.status.success() && self.status.code().is_some(),
+            "dockerd-net should have failed with an exit code ({}):\n{self}",
+            self.status
+        );
+        &self.stderr
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Instance {
+    pub fn new(bin: &Path, tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        dir.write("resolv.conf", NEUTRAL_RESOLV_CONF);
+        Self {
+            bin: bin.to_path_buf(),
+            dir,
+        }
+    }
+
+    /// Replaces the instance's resolv.conf.
+    pub fn set_resolv_conf(&self, text: &str) {
+        self.dir.write("resolv.conf", text);
+    }
+
+    /// Writes a file next to the data root (e.g. a daemon.json) and returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
+        self.dir.write(name, text)
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The scratch directory the instance's files live in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The full argument list for `args` (e.g. `["--icc=false", "init"]`): the instance's
+    /// own `--data-root` and `--resolv-conf` come first.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "--data-root".to_owned(),
+            path_str(&self.data_root()).to_owned(),
+            "--resolv-conf".to_owned(),
+            path_str(&self.dir.path().join("resolv.conf")).to_owned(),
+        ];
+        v.extend(args.iter().map(|a| (*a).to_owned()));
+        v
+    }
+
+    /// The command for `args`, ready to adjust (environment) and run. Logs are uncoloured
+    /// (`NO_COLOR`, honoured by tracing-subscriber) so tests can read them, and `RUST_LOG`
+    /// from the test's environment is dropped so that `--log-level` decides.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(self.argv(args))
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs the binary with `args` and waits for it.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        run_command(self.command(args))
+    }
+}
+
+/// Runs a prepared command and collects its outcome.
+pub fn run_command(mut c: Command) -> Outcome {
+    let out = c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    Outcome {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Which iptables implementation a test reads back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// The host's plain `iptables`/`iptables-save` (what `--iptables-backend auto` drives).
+    Host,
+    /// `iptables-legacy`/`iptables-legacy-save`.
+    Legacy,
+}
+
+impl Tables {
+    pub fn save(self) -> &'static str {
+        match self {
+            Tables::Host => "iptables-save",
+            Tables::Legacy => "iptables-legacy-save",
+        }
+    }
+
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Tables::Host => "iptables",
+            Tables::Legacy => "iptables-legacy",
+        }
+    }
+
+    /// `iptables-save -t <table>` with comment lines removed and chain counters zeroed.
+    ///
+    /// Comments carry timestamps (and nft's "legacy tables present" warning). Counters are
+    /// traffic, not configuration: a new bridge's own IGMP/MLD reports pass through nat
+    /// OUTPUT/POSTROUTING and legacy iptables counts them (`[1:40]`) at random moments.
+    pub fn save_table(self, table: &str) -> String {
+        normalize_save(&testns::run(&[self.save(), "-t", table]))
+    }
+
+    /// `iptables-save -t filter` followed by `-t nat`, normalised: the shape of the golden files.
+    pub fn filter_and_nat(self) -> String {
+        format!("{}{}", self.save_table("filter"), self.save_table("nat"))
+    }
+
+    /// The filter table's FORWARD policy (`ACCEPT`/`DROP`), from `iptables -S FORWARD`.
+    pub fn forward_policy(self) -> String {
+        let out = testns::run(&[self.iptables(), "-w", "-t", "filter", "-S", "FORWARD"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("-P FORWARD "))
+            .unwrap_or_else(|| panic!("no FORWARD policy in {out:?}"))
+            .trim()
+            .to_owned()
+    }
+}
+
+/// iptables-save text without `#` lines and with every chain's `[packets:bytes]` set to `[0:0]`.
+pub fn normalize_save(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        match (line.starts_with(':'), line.rfind(" [")) {
+            (true, Some(i)) if line.ends_with(']') => {
+                out.push_str(&line[..i]);
+                out.push_str(" [0:0]");
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
+}
+
+/// A listing file (iptables-save shape), with its `#` lines removed and counters zeroed.
+pub fn listing(path: &Path) -> String {
+    normalize_save(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+    )
+}
+
+/// A golden listing of this crate: `tests/golden/<rel>`, read with [`listing`].
+pub fn golden(rel: &str) -> String {
+    listing(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("golden")
+            .join(rel),
+    )
+}
+
+/// Where `prog` is: the first match on `PATH`, then in `/usr/sbin` and `/sbin` (where the
+/// iptables and ip tools live even when a user's `PATH` lacks them).
+pub fn which(prog: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{prog} is not installed"))
+}
+
+/// `net.ipv4.ip_forward` of the calling thread's namespace, read by a child `cat` (a child
+/// process is unambiguous about which namespace's /proc/sys/net it sees).
+pub fn ip_forward() -> String {
+    testns::run(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+        .trim()
+        .to_owned()
+}
+
+/// Sets `net.ipv4.ip_forward` in the calling thread's namespace (through a child `sh`).
+pub fn set_ip_forward(on: bool) {
+    let cmd = format!(
+        "echo {} > /proc/sys/net/ipv4/ip_forward",
+        if on { 1 } else { 0 }
+    );
+    testns::run(&["sh", "-c", &cmd]);
+}
+
+/// Everything dockerd-net may change in a namespace, read through `ip -j`, iptables-save and
+/// /proc: equal snapshots mean "the namespace is as it was".
+#[derive(Debug, Clone, PartialEq)]
+pub struct NsState {
+    pub links: Vec<LinkInfo>,
+    pub routes: Vec<KernelRoute>,
+    pub filter: String,
+    pub nat: String,
+    pub forward_policy: String,
+    pub ip_forward: String,
+}
+
+impl NsState {
+    pub fn capture(tables: Tables) -> Self {
+        Self {
+            links: kernel_links(),
+            routes: kernel_routes_v4(),
+            filter: tables.save_table("filter"),
+            nat: tables.save_table("nat"),
+            forward_policy: tables.forward_policy(),
+            ip_forward: ip_forward(),
+        }
     }
 }

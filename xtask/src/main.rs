@@ -130,7 +130,14 @@ fn ci() -> Result<()> {
         eprintln!("xtask ci: not root: kernel tests will be skipped (CI runs them as root)");
     }
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // As root, kernel tests must run: DOCKERD_NET_ROOT_TESTS turns a skip into a failure.
     let mut test = cargo();
     test.args(["test", "--workspace"]);
@@ -250,7 +257,13 @@ fn deny() -> Result<()> {
 fn bench(what: &str) -> Result<()> {
     match what {
         "netcore" => run(cargo().args(["bench", "-p", "netcore"])),
-        "init" => run(cargo().args(["run", "--release", "-p", "bench-init", "--"])),
+        "init" => {
+            // Anything after `bench init` (e.g. `--runs 50`, `--docker-runs 0`) is bench-init's.
+            let extra: Vec<String> = env::args().skip(3).collect();
+            run(cargo()
+                .args(["run", "--release", "-p", "bench-init", "--"])
+                .args(&extra))
+        }
         "all" => {
             bench("netcore")?;
             bench("init")

@@ -4,7 +4,9 @@ use anyhow::{Context, Result};
 use netcore::ops::{FirewallOps, LinkOps, SysctlOps};
 
 #[cfg(not(any(feature = "netlink", feature = "ioctl")))]
-compile_error!("dockerd-net needs a link backend: build with --features netlink or --features ioctl");
+compile_error!(
+    "dockerd-net needs a link backend: build with --features netlink or --features ioctl"
+);
 
 /// Which link backend is compiled in.
 #[cfg(feature = "netlink")]

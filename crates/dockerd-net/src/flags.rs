@@ -83,8 +83,12 @@ pub fn resolve(flags: &NetFlags, config_file: Option<&Path>) -> Result<NetworkMo
                 .with_context(|| format!("reading config file {}", path.display()))?;
             let file: RawConfig = serde_json::from_str(&text)
                 .with_context(|| format!("parsing config file {}", path.display()))?;
-            RawConfig::merge(flags.raw(), file)
-                .with_context(|| format!("unable to configure the daemon with file {}", path.display()))?
+            RawConfig::merge(flags.raw(), file).with_context(|| {
+                format!(
+                    "unable to configure the daemon with file {}",
+                    path.display()
+                )
+            })?
         }
     };
     Ok(raw.validate()?)

@@ -123,7 +123,10 @@ fn cli_paths(cli: &Cli) -> Paths {
 fn read_resolv_conf(path: &Path) -> String {
     // Docker ignores an unreadable resolv.conf: the nameserver list is then empty.
     std::fs::read_to_string(path).unwrap_or_else(|e| {
-        tracing::debug!("cannot read {}: {e}; assuming no nameservers", path.display());
+        tracing::debug!(
+            "cannot read {}: {e}; assuming no nameservers",
+            path.display()
+        );
         String::new()
     })
 }

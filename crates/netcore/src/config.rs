@@ -213,9 +213,10 @@ pub enum ConfigError {
         "You specified --iptables=false with --icc=false. ICC=false uses iptables to function. Please set --icc or --iptables to true"
     )]
     IccWithoutIptables,
-    /// `-b` is not a valid interface name.
+    /// `-b` is not a valid interface name. The name error is part of the text, not a `source()`,
+    /// so that an error chain does not print it twice.
     #[error("invalid bridge name: {0}")]
-    InvalidBridge(#[source] IfNameError),
+    InvalidBridge(IfNameError),
     /// `--bip` is not an IPv4 CIDR (modern Docker's wrapping of Go's `ParseCIDR` error).
     #[error("parse bip failed: invalid CIDR address: {0}")]
     InvalidBip(String),

@@ -183,6 +183,18 @@ impl Rule {
         }
     }
 
+    /// A rule from its specification as `iptables-save` prints it (split on whitespace, so no
+    /// argument may contain any: true of every rule here, as interface names, addresses and
+    /// chain names cannot).
+    pub fn from_spec(table: Table, chain: &str, place: Place, spec: &str) -> Self {
+        Self {
+            table,
+            chain: chain.to_owned(),
+            args: spec.split_whitespace().map(str::to_owned).collect(),
+            place,
+        }
+    }
+
     /// The rule specification as `iptables-save` prints it after `-A CHAIN `.
     pub fn spec(&self) -> String {
         self.args.join(" ")
@@ -364,139 +376,92 @@ fn core_rules(fw: &BridgeFirewall, icc: bool, ip_masq: bool, hairpin: bool) -> R
     use Place::{Append, Top};
     use Table::{Filter, Nat};
     let br = fw.bridge.as_str();
-    let subnet = fw.subnet.trunc().to_string();
+    let subnet = fw.subnet.trunc();
+    // One rule per line, the way iptables-save shows them.
+    let f = |chain: &str, place, spec: String| Rule::from_spec(Filter, chain, place, &spec);
+    let n = |chain: &str, place, spec: String| Rule::from_spec(Nat, chain, place, &spec);
     let mut rules = vec![
         // firewall_linux.go arrangeUserFilterRule → EnsureJumpRule: first in FORWARD.
-        Rule::new(Filter, "FORWARD", Top, &["-j", USER_CHAIN]),
+        f("FORWARD", Top, format!("-j {USER_CHAIN}")),
         // setupIPChains → EnsureJumpRule(FORWARD, STAGE-1).
-        Rule::new(Filter, "FORWARD", Top, &["-j", ISOLATION_STAGE_1]),
-        // ProgramChain(filter): both inserted with -I.
-        Rule::new(
-            Filter,
+        f("FORWARD", Top, format!("-j {ISOLATION_STAGE_1}")),
+        // ProgramChain(filter): both inserted.
+        f(
             "FORWARD",
             Top,
-            &[
-                "-o",
-                br,
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "RELATED,ESTABLISHED",
-                "-j",
-                "ACCEPT",
-            ],
+            format!("-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
         ),
-        Rule::new(Filter, "FORWARD", Top, &["-o", br, "-j", DOCKER_CHAIN]),
+        f("FORWARD", Top, format!("-o {br} -j {DOCKER_CHAIN}")),
         // setupIPTablesInternal outRule, inserted.
-        Rule::new(
-            Filter,
-            "FORWARD",
-            Top,
-            &["-i", br, "!", "-o", br, "-j", "ACCEPT"],
-        ),
-    ];
-    // setIcc: ACCEPT is inserted, DROP is appended (1.x inserted both).
-    if icc {
-        rules.push(Rule::new(
-            Filter,
-            "FORWARD",
-            Top,
-            &["-i", br, "-o", br, "-j", "ACCEPT"],
-        ));
-    } else {
-        rules.push(Rule::new(
-            Filter,
-            "FORWARD",
-            Append,
-            &["-i", br, "-o", br, "-j", "DROP"],
-        ));
-    }
-    // setINC: the per-network isolation rules are inserted above the chains' RETURN.
-    rules.extend([
-        Rule::new(
-            Filter,
+        f("FORWARD", Top, format!("-i {br} ! -o {br} -j ACCEPT")),
+        // setIcc: ACCEPT is inserted, DROP is appended (1.x inserted both).
+        if icc {
+            f("FORWARD", Top, format!("-i {br} -o {br} -j ACCEPT"))
+        } else {
+            f("FORWARD", Append, format!("-i {br} -o {br} -j DROP"))
+        },
+        // setINC: the per-network isolation rules are inserted above the chains' RETURN.
+        f(
             ISOLATION_STAGE_1,
             Top,
-            &["-i", br, "!", "-o", br, "-j", ISOLATION_STAGE_2],
+            format!("-i {br} ! -o {br} -j {ISOLATION_STAGE_2}"),
         ),
-        Rule::new(Filter, ISOLATION_STAGE_1, Append, &["-j", "RETURN"]),
-        Rule::new(Filter, ISOLATION_STAGE_2, Top, &["-o", br, "-j", "DROP"]),
-        Rule::new(Filter, ISOLATION_STAGE_2, Append, &["-j", "RETURN"]),
-        Rule::new(Filter, USER_CHAIN, Append, &["-j", "RETURN"]),
-        // ProgramChain(nat): both appended.
-        Rule::new(
-            Nat,
+        f(ISOLATION_STAGE_1, Append, "-j RETURN".into()),
+        f(ISOLATION_STAGE_2, Top, format!("-o {br} -j DROP")),
+        f(ISOLATION_STAGE_2, Append, "-j RETURN".into()),
+        f(USER_CHAIN, Append, "-j RETURN".into()),
+        // ProgramChain(nat): both appended; hairpin mode lets containers reach the host's
+        // loopback-published ports, so the OUTPUT jump then covers 127.0.0.0/8 too.
+        n(
             "PREROUTING",
             Append,
-            &["-m", "addrtype", "--dst-type", "LOCAL", "-j", DOCKER_CHAIN],
+            format!("-m addrtype --dst-type LOCAL -j {DOCKER_CHAIN}"),
         ),
-    ]);
+        if hairpin {
+            n(
+                "OUTPUT",
+                Append,
+                format!("-m addrtype --dst-type LOCAL -j {DOCKER_CHAIN}"),
+            )
+        } else {
+            n(
+                "OUTPUT",
+                Append,
+                format!("! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j {DOCKER_CHAIN}"),
+            )
+        },
+    ];
+    // hpNatRule (inserted after natRule, so it ends up above it), programmed even without
+    // --ip-masq.
     if hairpin {
-        rules.push(Rule::new(
-            Nat,
-            "OUTPUT",
-            Append,
-            &["-m", "addrtype", "--dst-type", "LOCAL", "-j", DOCKER_CHAIN],
-        ));
-        // hpNatRule: inserted after natRule, so it ends up above it.
-        rules.push(Rule::new(
-            Nat,
+        rules.push(n(
             "POSTROUTING",
             Top,
-            &[
-                "-o",
-                br,
-                "-m",
-                "addrtype",
-                "--src-type",
-                "LOCAL",
-                "-j",
-                "MASQUERADE",
-            ],
-        ));
-    } else {
-        rules.push(Rule::new(
-            Nat,
-            "OUTPUT",
-            Append,
-            &[
-                "!",
-                "-d",
-                "127.0.0.0/8",
-                "-m",
-                "addrtype",
-                "--dst-type",
-                "LOCAL",
-                "-j",
-                DOCKER_CHAIN,
-            ],
+            format!("-o {br} -m addrtype --src-type LOCAL -j MASQUERADE"),
         ));
     }
     if ip_masq {
-        rules.push(Rule::new(
-            Nat,
+        rules.push(n(
             "POSTROUTING",
             Top,
-            &["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"],
+            format!("-s {subnet} ! -o {br} -j MASQUERADE"),
         ));
-        // skipDNAT: only programmed with masquerading and without hairpin.
+        // skipDNAT: only with masquerading and without hairpin.
         if !hairpin {
-            rules.push(Rule::new(
-                Nat,
-                DOCKER_CHAIN,
-                Top,
-                &["-i", br, "-j", "RETURN"],
-            ));
+            rules.push(n(DOCKER_CHAIN, Top, format!("-i {br} -j RETURN")));
         }
     }
     RuleSet {
-        chains: vec![
-            (Filter, DOCKER_CHAIN.to_owned()),
-            (Filter, ISOLATION_STAGE_1.to_owned()),
-            (Filter, ISOLATION_STAGE_2.to_owned()),
-            (Filter, USER_CHAIN.to_owned()),
-            (Nat, DOCKER_CHAIN.to_owned()),
-        ],
+        chains: [
+            (Filter, DOCKER_CHAIN),
+            (Filter, ISOLATION_STAGE_1),
+            (Filter, ISOLATION_STAGE_2),
+            (Filter, USER_CHAIN),
+            (Nat, DOCKER_CHAIN),
+        ]
+        .into_iter()
+        .map(|(t, c)| (t, c.to_owned()))
+        .collect(),
         rules,
         superseded: Vec::new(),
     }
@@ -536,62 +501,32 @@ pub struct PortMapping {
 /// for SCTP (a kernel ≤ 4.9 veth workaround); we write only `filter` and `nat`, so that rule is
 /// not produced.
 pub fn port_rules(bridge: &str, m: &PortMapping, hairpin: bool) -> Vec<Rule> {
-    let p = m.proto.name();
-    let host_port = m.host_port.to_string();
-    let cport = m.container_port.to_string();
-    let container = format!("{}/32", m.container_ip);
-    let to = format!("{}:{}", m.container_ip, m.container_port);
-    let host = format!("{}/32", m.host_ip);
-
-    let mut dnat: Vec<&str> = Vec::new();
+    let p = m.proto;
+    let (c, cport) = (m.container_ip, m.container_port);
+    let mut dnat = String::new();
     if !m.host_ip.is_unspecified() {
-        dnat.extend(["-d", &host]);
+        dnat.push_str(&format!("-d {}/32 ", m.host_ip));
     }
     if !hairpin {
-        dnat.extend(["!", "-i", bridge]);
+        dnat.push_str(&format!("! -i {bridge} "));
     }
-    dnat.extend([
-        "-p",
-        p,
-        "-m",
-        p,
-        "--dport",
-        &host_port,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &to,
-    ]);
-
+    dnat.push_str(&format!(
+        "-p {p} -m {p} --dport {} -j DNAT --to-destination {c}:{cport}",
+        m.host_port
+    ));
     vec![
-        Rule::new(Table::Nat, DOCKER_CHAIN, Place::Append, &dnat),
-        Rule::new(
+        Rule::from_spec(Table::Nat, DOCKER_CHAIN, Place::Append, &dnat),
+        Rule::from_spec(
             Table::Filter,
             DOCKER_CHAIN,
             Place::Append,
-            &[
-                "-d", &container, "!", "-i", bridge, "-o", bridge, "-p", p, "-m", p, "--dport",
-                &cport, "-j", "ACCEPT",
-            ],
+            &format!("-d {c}/32 ! -i {bridge} -o {bridge} -p {p} -m {p} --dport {cport} -j ACCEPT"),
         ),
-        Rule::new(
+        Rule::from_spec(
             Table::Nat,
             "POSTROUTING",
             Place::Append,
-            &[
-                "-s",
-                &container,
-                "-d",
-                &container,
-                "-p",
-                p,
-                "-m",
-                p,
-                "--dport",
-                &cport,
-                "-j",
-                "MASQUERADE",
-            ],
+            &format!("-s {c}/32 -d {c}/32 -p {p} -m {p} --dport {cport} -j MASQUERADE"),
         ),
     ]
 }
@@ -607,24 +542,20 @@ pub fn link_rules(
     port: u16,
     proto: Proto,
 ) -> Vec<Rule> {
-    let p = proto.name();
-    let port = port.to_string();
-    let parent = format!("{parent}/32");
-    let child = format!("{child}/32");
-    let pair = |src: &str, dst: &str, dir: &str| {
-        Rule::new(
+    let p = proto;
+    let pair = |src: Ipv4Addr, dst: Ipv4Addr, dir: &str| {
+        Rule::from_spec(
             Table::Filter,
             DOCKER_CHAIN,
             Place::Append,
-            &[
-                "-s", src, "-d", dst, "-i", bridge, "-o", bridge, "-p", p, "-m", p, dir, &port,
-                "-j", "ACCEPT",
-            ],
+            &format!(
+                "-s {src}/32 -d {dst}/32 -i {bridge} -o {bridge} -p {p} -m {p} {dir} {port} -j ACCEPT"
+            ),
         )
     };
     vec![
-        pair(&parent, &child, "--dport"),
-        pair(&child, &parent, "--sport"),
+        pair(parent, child, "--dport"),
+        pair(child, parent, "--sport"),
     ]
 }
 

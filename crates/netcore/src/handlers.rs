@@ -86,6 +86,9 @@ pub enum HandlerError {
     },
     #[error("{0} is not the IP of a container on this network")]
     UnknownIp(Ipv4Addr),
+    /// Docker 1.3's text for a host IP that does not parse (e.g. `localhost`).
+    #[error("Bad parameter: invalid host ip {0}")]
+    BadHostIp(String),
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error(transparent)]
@@ -111,7 +114,9 @@ impl HandlerError {
             | HandlerError::NotMapped { .. }
             | HandlerError::UnknownIp(_) => ErrorKind::NotFound,
             HandlerError::AlreadyAllocated { .. } => ErrorKind::Conflict,
-            HandlerError::EmptyId | HandlerError::ContainerPortZero => ErrorKind::BadInput,
+            HandlerError::EmptyId
+            | HandlerError::ContainerPortZero
+            | HandlerError::BadHostIp(_) => ErrorKind::BadInput,
             HandlerError::Ipam(e) => match e {
                 IpamError::AlreadyAllocated { .. }
                 | IpamError::BridgeAddress { .. }
@@ -125,6 +130,12 @@ impl HandlerError {
             },
         }
     }
+}
+
+/// Parses a host IP as `allocate_port` receives it: an IPv4 address, never a host name
+/// (upstream `TestHostnameFormatChecking`: `localhost` is refused).
+pub fn parse_host_ip(s: &str) -> Result<Ipv4Addr, HandlerError> {
+    s.parse().map_err(|_| HandlerError::BadHostIp(s.to_owned()))
 }
 
 /// The bridge network's state: addresses, ports, links.

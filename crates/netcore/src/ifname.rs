@@ -41,7 +41,10 @@ impl IfName {
         if name == "." || name == ".." {
             return Err(IfNameError::Reserved(name.to_owned()));
         }
-        if name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
+        if name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        {
             return Err(IfNameError::BadChar(name.to_owned()));
         }
         Ok(Self(name.to_owned()))

@@ -289,21 +289,16 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
 
     if config.ip_forward && facts.ip_forward != Some(true) {
         steps.push(Step::IpForward { enable: true });
-        // Modern Docker (setup_ip_forwarding.go): when it is Docker that turns forwarding
-        // on, it also sets FORWARD's policy to DROP so the host does not start routing for
-        // everyone; `ip-forward-no-drop` opts out. When forwarding was already on, the
-        // policy is the admin's business and stays untouched.
-        if config.iptables && !config.ip_forward_no_drop {
+        // When it is us who turn forwarding on, FORWARD's policy may change too (see
+        // `firewall::forward_policy`); when forwarding was already on, it stays untouched.
+        if let Some(policy) = firewall::forward_policy(config, false) {
             let previous = facts
                 .filter
                 .as_ref()
                 .and_then(|l| l.policy("FORWARD"))
                 .unwrap_or(Policy::Accept);
-            if previous != Policy::Drop {
-                steps.push(Step::ForwardPolicy {
-                    policy: Policy::Drop,
-                    previous,
-                });
+            if previous != policy {
+                steps.push(Step::ForwardPolicy { policy, previous });
             }
         }
     }
@@ -450,9 +445,6 @@ fn rollback_suffix(errors: &[String]) -> String {
     if errors.is_empty() {
         String::new()
     } else {
-        format!(
-            " (rollback was incomplete: {})",
-            errors.join("; ")
-        )
+        format!(" (rollback was incomplete: {})", errors.join("; "))
     }
 }

@@ -321,7 +321,7 @@ impl ProtoTables {
         // Scan (last, END], then wrap to [BEGIN, last]: `last` itself is checked too (it may
         // have been released), so a dynamic request fails only when no port of the range is
         // free for this IP.
-        let after = if last >= END_PORT_RANGE {
+        let after = if last == END_PORT_RANGE {
             None
         } else {
             find_free(last + 1, END_PORT_RANGE, taken)

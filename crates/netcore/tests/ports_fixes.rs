@@ -148,13 +148,22 @@ fn dynamic_ports_wrap_around() {
 #[test]
 fn released_cursor_is_found_again() {
     let mut p = PortAllocator::new();
-    let mut last = 0;
     for _ in BEGIN_PORT_RANGE..=END_PORT_RANGE {
-        last = p.request(ANY, Proto::Sctp, 0).expect("a dynamic port");
+        p.request(ANY, Proto::Sctp, 0).expect("a dynamic port");
     }
-    assert_eq!(last, END_PORT_RANGE);
-    assert!(p.release(ANY, Proto::Sctp, last));
-    assert_eq!(p.request(ANY, Proto::Sctp, 0), Ok(last));
+    // Put the cursor in the middle of the range, on the only free port.
+    let mid = BEGIN_PORT_RANGE + 100;
+    assert!(p.release(ANY, Proto::Sctp, mid));
+    assert_eq!(p.request(ANY, Proto::Sctp, 0), Ok(mid));
+    assert!(p.release(ANY, Proto::Sctp, mid));
+    assert_eq!(p.request(ANY, Proto::Sctp, 0), Ok(mid));
+    assert_eq!(
+        p.request(ANY, Proto::Sctp, 0),
+        Err(PortError::AllPortsAllocated {
+            ip: ANY,
+            proto: Proto::Sctp
+        })
+    );
 }
 
 #[test]

@@ -156,7 +156,10 @@ mod tests {
             run(&["ip", "link", "add", "tnsbr0", "type", "bridge"]);
             assert!(ip_link("tnsbr0").is_some());
         });
-        assert!(ip_link("tnsbr0").is_none(), "leaked into the host namespace");
+        assert!(
+            ip_link("tnsbr0").is_none(),
+            "leaked into the host namespace"
+        );
         assert_eq!(ip_links().len(), host_links);
     }
 }
