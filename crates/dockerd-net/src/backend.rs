@@ -21,6 +21,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (link backend: ne
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (link backend: ioctl)");
 
 /// One instance of each trait, opened in the calling thread's network namespace.
+#[allow(missing_debug_implementations)] // trait objects of the backends
 pub struct Backends {
     pub link: Box<dyn LinkOps>,
     pub fw: Box<dyn FirewallOps>,

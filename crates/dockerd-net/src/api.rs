@@ -1,0 +1,122 @@
+//! The HTTP API's messages (version 1), shared by the daemon and the CLI client.
+//! `docs/openapi.yaml` describes the same shapes; keep the two in step.
+//!
+//! Requests refuse unknown fields: a typo in a field name must be an error, not a silently
+//! ignored option.
+
+use std::net::Ipv4Addr;
+
+use netcore::firewall::PortMapping;
+use netcore::handlers::{Endpoint, Interface, LinkSpec};
+use serde::{Deserialize, Serialize};
+
+/// The API version prefix.
+pub const PREFIX: &str = "/v1";
+
+/// The default socket.
+pub const DEFAULT_HOST: &str = "unix:///run/dockerd-net.sock";
+
+/// Largest request body accepted (anything larger is refused with 413).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// `POST /v1/allocate_interface`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateInterface {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_mac: Option<String>,
+}
+
+/// Answer to `allocate_interface` (201 when new, 200 when the container had it already).
+pub type InterfaceReply = Interface;
+
+/// `POST /v1/release_interface`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInterface {
+    pub id: String,
+}
+
+/// Answer to `release_interface`: what the container had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub ports: Vec<PortMapping>,
+}
+
+/// `POST /v1/allocate_port`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocatePort {
+    pub id: String,
+    /// Default: the daemon's `--ip` (0.0.0.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// Absent or 0: the next free port of 49153-65535.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    /// `tcp` (default), `udp` or `sctp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+}
+
+/// `POST /v1/release_port`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasePort {
+    pub id: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+}
+
+/// Answer to `allocate_port` / `release_port`.
+pub type PortReply = PortMapping;
+
+/// `POST /v1/link`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub parent_ip: String,
+    pub child_ip: String,
+    /// Docker's `"port/proto"` strings, e.g. `"5432/tcp"` (a bare port means tcp).
+    pub ports: Vec<String>,
+    pub enable: bool,
+}
+
+/// Answer to `link`: the link specs that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReply {
+    pub changed: Vec<LinkSpec>,
+}
+
+/// `GET /v1/state`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub bridge: String,
+    /// The bridge's address with prefix.
+    pub address: String,
+    pub containers: std::collections::BTreeMap<String, Endpoint>,
+    pub links: Vec<LinkSpec>,
+}
+
+/// `GET /v1/health`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub link_backend: String,
+    pub containers: usize,
+}
+
+/// Every error answer: `{"message": "..."}` (as Docker's API), with a 4xx/5xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub message: String,
+}
