@@ -33,6 +33,9 @@ pub struct HostFacts {
     pub nameservers: Vec<Ipv4Addr>,
     /// `None` when `ip_forward` could not be read (Docker then just tries to write it).
     pub ip_forward: Option<bool>,
+    /// `net.ipv4.conf.<bridge>.route_localnet`, read only in hairpin mode
+    /// (`--userland-proxy=false`); `None` when not read or the bridge does not exist yet.
+    pub route_localnet: Option<bool>,
     /// The current `filter` and `nat` tables; `None` when iptables is disabled.
     pub filter: Option<Listing>,
     pub nat: Option<Listing>,
@@ -61,6 +64,13 @@ impl HostFacts {
         } else {
             None
         };
+        let route_localnet = if config.userland_proxy {
+            None
+        } else {
+            sys.read(&route_localnet_key(config.bridge_name()))
+                .ok()
+                .map(|v| v.trim() == "1")
+        };
         let (filter, nat) = if config.iptables {
             let mut read = |table: Table| -> Result<Listing, InitError> {
                 let text = fw
@@ -77,6 +87,7 @@ impl HostFacts {
             routes,
             nameservers: resolvconf::nameservers(resolv_conf),
             ip_forward,
+            route_localnet,
             filter,
             nat,
         })
@@ -104,6 +115,9 @@ pub enum Step {
     SetUp { link: String },
     /// Apply one `iptables-restore --noflush` batch.
     Firewall(Batch),
+    /// Set `net.ipv4.conf.<link>.route_localnet`: in hairpin mode, DNAT of 127.0.0.1 to a
+    /// container must be routable (modern Docker, `setupLoopbackAddresses`).
+    RouteLocalnet { link: String, enable: bool },
     /// Write `ip_forward`. Failing to turn it on is a warning, not an error (as in Docker).
     IpForward { enable: bool },
     /// Set the FORWARD policy of the filter table (`previous` is restored on undo).
@@ -137,6 +151,10 @@ impl Step {
             Step::SetUp { link } => Step::SetDown { link: link.clone() },
             Step::Firewall(batch) => Step::Firewall(firewall::undo_of(batch)),
             Step::IpForward { enable } => Step::IpForward { enable: !enable },
+            Step::RouteLocalnet { link, enable } => Step::RouteLocalnet {
+                link: link.clone(),
+                enable: !enable,
+            },
             Step::ForwardPolicy { policy, previous } => Step::ForwardPolicy {
                 policy: *previous,
                 previous: *policy,
@@ -171,6 +189,9 @@ impl Step {
             Step::DelAddr { link: l, addr } => link.del_addr(l, *addr),
             Step::Firewall(batch) => fw.apply(batch),
             Step::IpForward { enable } => sys.write(IP_FORWARD, if *enable { "1" } else { "0" }),
+            Step::RouteLocalnet { link: l, enable } => {
+                sys.write(&route_localnet_key(l), if *enable { "1" } else { "0" })
+            }
             Step::ForwardPolicy { policy, .. } => fw.set_policy(Table::Filter, "FORWARD", *policy),
         }
     }
@@ -210,6 +231,12 @@ impl fmt::Display for Step {
             Step::ForwardPolicy { policy, .. } => {
                 write!(f, "set filter FORWARD policy to {}", policy.name())
             }
+            Step::RouteLocalnet { link, enable } => write!(
+                f,
+                "set {} to {}",
+                route_localnet_key(link),
+                if *enable { 1 } else { 0 }
+            ),
         }
     }
 }
@@ -277,6 +304,15 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
         }
     }
 
+    // Hairpin mode: containers and the host reach published ports through the DNAT rules
+    // even from 127.0.0.1, which the kernel only routes with route_localnet.
+    if !config.userland_proxy && facts.route_localnet != Some(true) {
+        steps.push(Step::RouteLocalnet {
+            link: name.clone(),
+            enable: true,
+        });
+    }
+
     if let (Some(filter), Some(nat)) = (&facts.filter, &facts.nat) {
         let rules = firewall::bridge_rules(&BridgeFirewall::from_config(config, &name, addr));
         // nat first, as Docker's setupIPTables starts with the masquerade rule.
@@ -309,6 +345,11 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
         addr,
         steps,
     })
+}
+
+/// The sysctl key of a link's `route_localnet`.
+pub fn route_localnet_key(link: &str) -> String {
+    format!("net/ipv4/conf/{link}/route_localnet")
 }
 
 fn link_up(facts: &HostFacts, name: &str) -> bool {
@@ -393,9 +434,10 @@ pub fn rollback(
         .collect();
     for step in done.iter().rev() {
         let covered = match step {
-            Step::AddAddr { link, .. } | Step::SetUp { link } | Step::SetMtu { link, .. } => {
-                created.contains(&link.as_str())
-            }
+            Step::AddAddr { link, .. }
+            | Step::SetUp { link }
+            | Step::SetMtu { link, .. }
+            | Step::RouteLocalnet { link, .. } => created.contains(&link.as_str()),
             _ => false,
         };
         if covered {

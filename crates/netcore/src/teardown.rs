@@ -31,6 +31,9 @@ pub struct InitRecord {
     pub set_up: bool,
     /// The MTU the existing bridge had before we changed it.
     pub previous_mtu: Option<u32>,
+    /// We turned the bridge's `route_localnet` on (teardown turns it off).
+    #[serde(default)]
+    pub enabled_route_localnet: bool,
     /// We turned `ip_forward` on (teardown turns it off).
     pub enabled_ip_forward: bool,
     /// The FORWARD policy before we set it to DROP.
@@ -58,6 +61,7 @@ impl InitRecord {
                 added_addr: false,
                 set_up: false,
                 previous_mtu: None,
+                enabled_route_localnet: false,
                 enabled_ip_forward: false,
                 previous_forward_policy: None,
                 firewall: None,
@@ -72,6 +76,9 @@ impl InitRecord {
                     rec.previous_mtu.get_or_insert(*previous);
                 }
                 Step::IpForward { enable: true } => rec.enabled_ip_forward = true,
+                Step::RouteLocalnet { enable: true, .. } if !rec.created_bridge => {
+                    rec.enabled_route_localnet = true;
+                }
                 Step::ForwardPolicy { previous, .. } => {
                     rec.previous_forward_policy.get_or_insert(*previous);
                 }
@@ -129,6 +136,12 @@ pub fn plan(record: &InitRecord, facts: &HostFacts) -> Plan {
                     link: record.bridge.clone(),
                     mtu,
                     previous: link.mtu,
+                });
+            }
+            if record.enabled_route_localnet {
+                steps.push(Step::RouteLocalnet {
+                    link: record.bridge.clone(),
+                    enable: false,
                 });
             }
             if record.set_up && link.up {
