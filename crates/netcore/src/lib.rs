@@ -19,11 +19,13 @@
 //! | [`ports`] | which host port a mapping gets |
 //! | [`firewall`] | the iptables rules, as data |
 //! | [`init`] | the start-up sequence, its rollback and idempotence |
+//! | [`attach`] | plugging a container's namespace into the bridge |
 //! | [`handlers`] | the per-container requests |
 //! | [`teardown`] | what init changed, and how to take it back |
 //! | [`ops`] | the traits over the host, and the facts read from it |
 #![forbid(unsafe_code)]
 
+pub mod attach;
 pub mod bridge;
 pub mod config;
 pub mod firewall;

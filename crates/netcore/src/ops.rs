@@ -152,3 +152,35 @@ pub trait SysctlOps {
 
 /// The sysctl Docker turns on.
 pub const IP_FORWARD: &str = "net/ipv4/ip_forward";
+
+/// A veth pair for a container: the host end stays here, the peer is created directly in
+/// the container's network namespace (creating it here and moving it would cost a second
+/// kernel operation of ~20-40 ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethSpec {
+    /// The host end, e.g. `veth1a2b3c4`.
+    pub host: String,
+    /// The container end's name inside the container, e.g. `eth0`.
+    pub peer: String,
+    /// The container's network namespace: a path such as `/proc/<pid>/ns/net` or
+    /// `/run/netns/<name>`.
+    pub peer_netns: std::path::PathBuf,
+    /// The container end's MAC.
+    pub peer_mac: MacAddr,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// What plugging a container into the bridge needs beyond [`LinkOps`]. Kept apart so that
+/// a backend (or test double) without container support still implements `LinkOps`.
+pub trait AttachOps {
+    /// Creates the veth pair described by `spec`, both ends down.
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<(), OpsError>;
+    /// Enslaves `link` to the bridge `master`.
+    fn set_master(&mut self, link: &str, master: &str) -> Result<(), OpsError>;
+    /// Sets the bridge port's hairpin mode (`--userland-proxy=false`: a container reaches
+    /// its own published port through the bridge).
+    fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError>;
+    /// Adds an IPv4 route to the main table (`dst: None` is the default route).
+    fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError>;
+}
