@@ -354,6 +354,55 @@ fn ip_masq_false_has_no_masquerade() {
     });
 }
 
+/// `route_localnet` of one link, read by a child `cat`.
+fn route_localnet(link: &str) -> String {
+    run(&[
+        "cat",
+        &format!("/proc/sys/net/ipv4/conf/{link}/route_localnet"),
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn userland_proxy_false_sets_up_hairpin() {
+    in_ns("userland_proxy_false_sets_up_hairpin", dockerd_net, |bin| {
+        let inst = Instance::new(bin, "hairpin");
+        let args = ["--userland-proxy=false"];
+        let e = Expect {
+            golden: "e2e/userland-proxy-false.txt",
+            ..DEFAULT
+        };
+        let before = init_ok(&inst, Tables::Host, &args, &e);
+        // Loopback-sourced traffic must be routable onto the bridge for the OUTPUT DNAT of
+        // hairpin mode to work (Docker sets route_localnet on the bridge).
+        assert_eq!(route_localnet("docker0"), "1");
+        teardown_restores(&inst, Tables::Host, &args, &before);
+    });
+}
+
+/// Hairpin mode on the admin's bridge: teardown must put its route_localnet back to 0
+/// (a deleted docker0 takes its sysctls with it, a kept bridge does not).
+#[test]
+fn userland_proxy_false_on_existing_bridge_restores_route_localnet() {
+    in_ns(
+        "userland_proxy_false_on_existing_bridge_restores_route_localnet",
+        dockerd_net,
+        |bin| {
+            run(&["ip", "link", "add", "br5", "type", "bridge"]);
+            run(&["ip", "addr", "add", "192.168.99.1/24", "dev", "br5"]);
+            assert_eq!(route_localnet("br5"), "0");
+            let inst = Instance::new(bin, "hairpin-b");
+            let args = ["-b", "br5", "--userland-proxy=false"];
+            let before = NsState::capture(Tables::Host);
+            inst.run(&[&args[..], &["init"]].concat()).assert_success();
+            assert_eq!(route_localnet("br5"), "1");
+            teardown_restores(&inst, Tables::Host, &args, &before);
+            assert_eq!(route_localnet("br5"), "0");
+        },
+    );
+}
+
 #[test]
 fn fixed_cidr_is_accepted_with_the_same_rules() {
     in_ns(

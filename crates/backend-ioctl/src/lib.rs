@@ -8,18 +8,27 @@
 //! | [`LinkOps::del_addr`] | `SIOCSIFADDR` with `0.0.0.0` (IPv4 has no `SIOCDIFADDR`) |
 //! | [`LinkOps::set_up`], [`LinkOps::set_down`] | `SIOCGIFFLAGS` / `SIOCSIFFLAGS` |
 //! | [`LinkOps::set_mtu`] | `SIOCSIFMTU` |
-//! | [`LinkOps::delete_link`] | down, then `SIOCBRDELBR` (bridges only) |
+//! | [`LinkOps::delete_link`] | bridges: down, then `SIOCBRDELBR`; other links: rtnetlink `RTM_DELLINK` |
 //! | [`LinkOps::links`] | names from `/proc/thread-self/net/dev`; `SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCGIFMTU`, `SIOCGIFHWADDR`, `SIOCETHTOOL` per name; addresses from `SIOCGIFCONF` + `SIOCGIFNETMASK` |
 //! | [`LinkOps::routes_v4`] | `/proc/thread-self/net/route` |
+//! | [`AttachOps::create_veth`] | rtnetlink `RTM_NEWLINK` (no ioctl makes a veth; Docker 1.x used its own netlink code too) |
+//! | [`AttachOps::set_master`] | `SIOCBRADDIF` (Docker 1.x `AddToBridge`) |
+//! | [`AttachOps::set_hairpin`] | rtnetlink `RTM_SETLINK` to `AF_BRIDGE`, `IFLA_BRPORT_MODE` |
+//! | [`AttachOps::add_route`] | `SIOCADDRT` |
+//!
+//! The netlink requests are built by a small module of this crate (`nl.rs`), not by a
+//! netlink crate: three fixed messages, no async runtime.
 //!
 //! # Namespaces
 //!
-//! The kernel runs every ioctl in the network namespace the socket was created in, i.e. the
-//! namespace of the thread that called [`IoctlLinks::new`]. `/proc/thread-self/net` follows
-//! the *calling* thread instead, and `/sys/class/net` follows the namespace `/sys` was
-//! mounted in (for a thread that only unshared `CLONE_NEWNET`, still the original one), so
-//! `/sys` is never used. [`LinkOps::links`] and [`LinkOps::routes_v4`] refuse to run on a
-//! thread whose namespace differs from the socket's, rather than mix two namespaces.
+//! The kernel runs every ioctl and netlink request in the network namespace the socket was
+//! created in: the namespace of the thread that called [`IoctlLinks::new`], or the one
+//! given to [`IoctlLinks::new_in`]. `/proc/thread-self/net` follows the *calling* thread
+//! instead, and `/sys/class/net` follows the namespace `/sys` was mounted in (for a thread
+//! that only unshared `CLONE_NEWNET`, still the original one), so `/sys` is never used,
+//! not even for `hairpin_mode`. [`LinkOps::links`] and [`LinkOps::routes_v4`] refuse to run
+//! on a thread whose namespace differs from the sockets', rather than mix two namespaces;
+//! every other operation works from any thread.
 //!
 //! # Limits of the ioctl interface (each documented at its method)
 //!
@@ -28,7 +37,9 @@
 //!   does not create. So [`LinkOps::add_addr`] fails with [`OpsErrorKind::AlreadyExists`] if
 //!   the link already has an address under its own name, naming that address.
 //! - **Only the first address of a label can be deleted** (`SIOCSIFADDR 0.0.0.0` acts on it).
-//! - **Only bridges can be deleted** (`SIOCBRDELBR`); a veth needs netlink.
+//! - **Only bridges can be deleted with an ioctl** (`SIOCBRDELBR`); any other link (a
+//!   container's veth, on an attach that fails half-way) is deleted with rtnetlink
+//!   `RTM_DELLINK`, as Docker 1.x's `NetworkLinkDel` did.
 //! - **The kind** (`"bridge"`, `"veth"`) comes from ethtool's driver name, not from
 //!   `IFLA_INFO_KIND`; see [`kind_from_drvinfo`].
 //! - **Reads are not snapshots.** Each detail is its own ioctl; a link or address that goes
@@ -38,22 +49,30 @@
 //!   Docker 1.x's netlink `NetworkLinkAddIp`, which sent none (`broadcast 0.0.0.0`,
 //!   flannel-io/flannel#166).
 
+mod nl;
 mod procfs;
 mod sys;
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 use netcore::ifname::IfName;
 use netcore::mac::MacAddr;
-use netcore::ops::{BridgeSpec, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4};
+use netcore::ops::{
+    AttachOps, BridgeSpec, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4, VethSpec,
+};
 use tracing::{debug, warn};
 
+pub use nl::NetlinkError;
+use nl::{NlSocket, Reply, VethRequest};
 pub use procfs::ProcParseError;
-use sys::{ARPHRD_ETHER, IfSocket, Ifreq, IfreqRequest};
+use sys::{ARPHRD_ETHER, IfSocket, Ifreq, IfreqRequest, RouteEntry};
 
 const NET_DEV: &str = "/proc/thread-self/net/dev";
 const NET_ROUTE: &str = "/proc/thread-self/net/route";
@@ -71,12 +90,17 @@ const ENOPKG: i32 = 65;
 /// `ENXIO`: `SIOCBRDELBR` for a bridge that does not exist.
 const ENXIO: i32 = 6;
 
-/// [`LinkOps`] over interface ioctls. Opens one socket, in the calling thread's network
-/// namespace, and closes it on drop.
+/// [`LinkOps`] over interface ioctls, and [`AttachOps`] over ioctls plus a little
+/// rtnetlink. Opens an ioctl socket and a `NETLINK_ROUTE` socket, both in one network
+/// namespace, and closes them on drop.
 #[derive(Debug)]
 pub struct IoctlLinks {
     sock: IfSocket,
-    /// (device, inode) of the namespace `new` ran in, if `/proc` could tell.
+    /// Opened with `sock`; only [`AttachOps::create_veth`], [`AttachOps::set_hairpin`] and
+    /// the `EBUSY` check of [`AttachOps::set_master`] need it, so a failure to open it is
+    /// reported by those.
+    nl: Result<NlSocket, io::Error>,
+    /// (device, inode) of the sockets' namespace, if it could be told.
     netns: Option<(u64, u64)>,
 }
 
@@ -97,7 +121,94 @@ impl IoctlLinks {
         debug!(family = ?sock.family(), "opened interface ioctl socket");
         Ok(Self {
             sock,
+            nl: NlSocket::open(),
             netns: thread_netns(),
+        })
+    }
+
+    /// Like [`IoctlLinks::new`], but with the sockets in the network namespace at `netns`
+    /// (e.g. `/proc/<pid>/ns/net` or `/run/netns/<name>`): a container's side of an attach.
+    ///
+    /// The sockets are made on a short-lived helper thread that `setns(CLONE_NEWNET)`s into
+    /// the namespace; a socket keeps the namespace it was created in, so the caller's
+    /// threads never change namespace. Needs `CAP_SYS_ADMIN` (for `setns`).
+    ///
+    /// All the changing operations, and [`LinkOps::links`]/[`LinkOps::routes_v4`] called
+    /// from a thread inside that namespace, act there; `links`/`routes_v4` from any other
+    /// thread fail, as for any instance used from a foreign namespace (see the crate
+    /// documentation). A path that does not exist is [`OpsErrorKind::NotFound`], a file
+    /// that is not a network namespace [`OpsErrorKind::Other`].
+    pub fn new_in(netns: &Path) -> Result<Self, OpsError> {
+        let op = format!("open sockets in network namespace {}", netns.display());
+        let ns = open_netns(&op, netns)?;
+        let id = ns
+            .metadata()
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| OpsError::from_io(&op, e))?;
+        let worker = std::thread::Builder::new()
+            .name("netns-sockets".into())
+            .spawn(
+                move || -> io::Result<(IfSocket, Result<NlSocket, io::Error>)> {
+                    // SAFETY: setns takes a descriptor and a flag word; `ns` is open for the
+                    // call. It changes only this helper thread's network namespace, and the
+                    // thread ends right after making the sockets.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok((IfSocket::open()?, NlSocket::open()))
+                },
+            )
+            .map_err(|e| OpsError::new(&op, OpsErrorKind::Other, e))?;
+        let (sock, nl) = match worker.join() {
+            Ok(Ok(socks)) => socks,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(OpsError::new(
+                    op,
+                    OpsErrorKind::Other,
+                    format!("{} is not a network namespace ({e})", netns.display()),
+                ));
+            }
+            Ok(Err(e)) => return Err(OpsError::from_io(op, e)),
+            Err(_) => {
+                return Err(OpsError::new(
+                    op,
+                    OpsErrorKind::Other,
+                    "the helper thread panicked",
+                ));
+            }
+        };
+        debug!(netns = %netns.display(), family = ?sock.family(), "opened sockets in namespace");
+        Ok(Self {
+            sock,
+            nl,
+            netns: Some(id),
+        })
+    }
+
+    /// The netlink socket, or why there is none.
+    fn nl(&mut self, op: &str) -> Result<&mut NlSocket, OpsError> {
+        match &mut self.nl {
+            Ok(s) => Ok(s),
+            Err(e) => Err(OpsError::new(
+                op,
+                OpsErrorKind::Unavailable,
+                format!("no rtnetlink socket could be opened: {e}"),
+            )),
+        }
+    }
+
+    /// The index of `name`, saying which link is missing (an operation on two links would
+    /// otherwise only say "No such device").
+    fn index_of(&self, op: &str, name: &str) -> Result<u32, OpsError> {
+        let base = name_req(op, name)?;
+        self.index(op, base).map_err(|e| match e.kind {
+            OpsErrorKind::NotFound => OpsError::new(
+                op,
+                OpsErrorKind::NotFound,
+                format!("there is no link named {name}: {}", e.source),
+            ),
+            _ => e,
         })
     }
 
@@ -483,28 +594,26 @@ impl LinkOps for IoctlLinks {
         Ok(())
     }
 
-    /// Brings the bridge down, then `SIOCBRDELBR` (the kernel refuses to delete a bridge that
-    /// is up; Docker 1.x's `DeleteBridge` cleared the flags first too). Only bridges can be
-    /// deleted with ioctls: any other kind is an [`OpsErrorKind::Other`] error, checked
-    /// before anything changes.
+    /// A bridge: brought down, then `SIOCBRDELBR` (the kernel refuses to delete a bridge
+    /// that is up; Docker 1.x's `DeleteBridge` cleared the flags first too). Any other link:
+    /// rtnetlink `RTM_DELLINK`, since no ioctl deletes one (Docker 1.x's `NetworkLinkDel`);
+    /// this is how a half-made attach removes its veth, and the veth's peer goes with it.
     fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
         let op = format!("delete link {link}");
         let base = name_req(&op, link)?;
-        self.index(&op, base)?;
+        let index = self.index(&op, base)?;
         let driver = match self.sock.drvinfo(link) {
             Ok(info) => info.driver,
             Err(e) if vanished(&e) => return Err(OpsError::from_io(op, e)),
             Err(_) => String::new(),
         };
         if driver != "bridge" {
-            return Err(OpsError::new(
-                op,
-                OpsErrorKind::Other,
-                format!(
-                    "{link} is not a bridge (driver {driver:?}); with ioctls only bridges can \
-                     be deleted (SIOCBRDELBR)"
-                ),
-            ));
+            let index = i32::try_from(index)
+                .map_err(|_| OpsError::new(&op, OpsErrorKind::Other, "index exceeds a C int"))?;
+            let res = self.nl(&op)?.request(|seq| nl::del_link(seq, index));
+            expect_ack(&op, res)?;
+            debug!(link, driver, "deleted link");
+            return Ok(());
         }
         self.set_flag_up(&op, link, false)?;
         let mut r = base;
@@ -518,6 +627,238 @@ impl LinkOps for IoctlLinks {
         }
         debug!(link, "deleted bridge");
         Ok(())
+    }
+}
+
+impl AttachOps for IoctlLinks {
+    /// One rtnetlink `RTM_NEWLINK` (`NLM_F_CREATE | NLM_F_EXCL`) with the peer's attributes
+    /// (name, MAC, MTU, `IFLA_NET_NS_FD`) nested inside: the peer is born in the container's
+    /// namespace, never created here and moved (a move costs the kernel ~20-40 ms). Both
+    /// ends get the MTU; the host end gets a kernel-chosen random MAC, as in Docker 1.x. A
+    /// namespace path that does not exist is [`OpsErrorKind::NotFound`]; either name
+    /// already taken (the host end here, the peer in its namespace) is
+    /// [`OpsErrorKind::AlreadyExists`], and then nothing is created.
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<(), OpsError> {
+        let op = format!(
+            "create veth {} with peer {} in {}",
+            spec.host,
+            spec.peer,
+            spec.peer_netns.display()
+        );
+        name_req(&op, &spec.host)?;
+        name_req(&op, &spec.peer)?;
+        let ns = open_netns(&op, &spec.peer_netns)?;
+        let req = VethRequest {
+            host: &spec.host,
+            peer: &spec.peer,
+            peer_mac: spec.peer_mac.octets(),
+            mtu: spec.mtu,
+            peer_netns: ns.as_raw_fd(),
+        };
+        // `ns` stays open until the kernel has answered: it reads the descriptor while
+        // handling the request.
+        let res = self.nl(&op)?.request(|seq| nl::new_veth(seq, &req));
+        drop(ns);
+        expect_ack(&op, res)?;
+        debug!(host = %spec.host, peer = %spec.peer, netns = %spec.peer_netns.display(),
+               mac = %spec.peer_mac, mtu = spec.mtu, "created veth pair");
+        Ok(())
+    }
+
+    /// `SIOCBRADDIF` on the bridge with the port's index (Docker 1.x `AddToBridge`). A link
+    /// already on this bridge is left as it is (the kernel answers `EBUSY`, netlink's
+    /// `IFLA_MASTER` makes it a no-op; so does this). A link with another master is an
+    /// [`OpsErrorKind::Other`] error: the ioctl cannot move ports, where netlink would.
+    /// A master that is not a bridge is [`OpsErrorKind::Other`]; either link missing is
+    /// [`OpsErrorKind::NotFound`], naming it.
+    fn set_master(&mut self, link: &str, master: &str) -> Result<(), OpsError> {
+        let op = format!("attach {link} to {master}");
+        let port = self.index_of(&op, link)?;
+        let bridge = self.index_of(&op, master)?;
+        let mut r = name_req(&op, master)?;
+        let port_int = i32::try_from(port)
+            .map_err(|_| OpsError::new(&op, OpsErrorKind::Other, "index exceeds a C int"))?;
+        r.set_int(port_int);
+        match self.sock.ifreq(IfreqRequest::AddIf, &mut r) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                return Err(OpsError::new(
+                    op,
+                    OpsErrorKind::Other,
+                    format!("{master} is not a bridge ({e})"),
+                ));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(OpsError::new(
+                    op,
+                    OpsErrorKind::Other,
+                    format!("{link} is a bridge itself ({e})"),
+                ));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let reply = self
+                    .nl(&op)?
+                    .request(|seq| nl::get_link(seq, port_int))
+                    .map_err(|n| netlink_error(&op, n))?;
+                let current = match reply {
+                    Reply::Message(msg) => {
+                        nl::link_master(&msg).map_err(|n| netlink_error(&op, n))?
+                    }
+                    Reply::Ack => None,
+                };
+                if current == Some(bridge) {
+                    debug!(link, master, "already a port of the bridge");
+                    return Ok(());
+                }
+                let why = match current {
+                    Some(other) => format!(
+                        "{link} already has a master (index {other}); SIOCBRADDIF does not \
+                         move a port from one master to another ({e})"
+                    ),
+                    None => format!("{link} cannot be enslaved ({e})"),
+                };
+                return Err(OpsError::new(op, OpsErrorKind::Other, why));
+            }
+            Err(e) => return Err(OpsError::from_io(op, e)),
+        }
+        debug!(link, master, "attached to bridge");
+        Ok(())
+    }
+
+    /// rtnetlink `RTM_SETLINK` to `AF_BRIDGE` with `IFLA_PROTINFO { IFLA_BRPORT_MODE }`, as
+    /// `bridge link set dev LINK hairpin on` sends it. Not `/sys/class/net/LINK/brport/
+    /// hairpin_mode`, which Docker 1.x wrote: `/sys` shows the namespace it was mounted in,
+    /// not the socket's. A link that is not a bridge port is [`OpsErrorKind::Other`].
+    fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError> {
+        let op = format!(
+            "set hairpin mode {} on {link}",
+            if on { "on" } else { "off" }
+        );
+        let index = self.index_of(&op, link)?;
+        let index = i32::try_from(index)
+            .map_err(|_| OpsError::new(&op, OpsErrorKind::Other, "index exceeds a C int"))?;
+        let res = self.nl(&op)?.request(|seq| nl::set_hairpin(seq, index, on));
+        match res {
+            // rtnl_bridge_setlink: the link has no master with bridge ops.
+            Err(NetlinkError::Kernel { errno, .. }) if errno == libc::EOPNOTSUPP => {
+                return Err(OpsError::new(
+                    op,
+                    OpsErrorKind::Other,
+                    format!(
+                        "{link} is not a bridge port ({})",
+                        io::Error::from_raw_os_error(errno)
+                    ),
+                ));
+            }
+            other => expect_ack(&op, other)?,
+        }
+        debug!(link, on, "set hairpin mode");
+        Ok(())
+    }
+
+    /// `SIOCADDRT` with a `struct rtentry`: `RTF_UP`, plus `RTF_GATEWAY` with a gateway;
+    /// `rt_dev` names the output link if `oif` is given (looked up with `SIOCGIFNAME`). The
+    /// route goes to the main table with priority 0, as `ip route add` would put it.
+    ///
+    /// One difference from netlink: the kernel handles `SIOCADDRT` as `NLM_F_CREATE`
+    /// without `NLM_F_EXCL`, so an identical route is [`OpsErrorKind::AlreadyExists`] but a
+    /// second route to the same destination through another gateway is added beside the
+    /// first (like `ip route prepend`), where `ip route add` would refuse it.
+    fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
+        let mut op = match route.dst {
+            Some(dst) => format!("add route {dst}"),
+            None => "add default route".to_owned(),
+        };
+        if let Some(gw) = route.gateway {
+            op.push_str(&format!(" via {gw}"));
+        }
+        if let Some(oif) = route.oif {
+            op.push_str(&format!(" dev #{oif}"));
+        }
+        let dev = match route.oif {
+            None => None,
+            Some(oif) => {
+                let mut r = Ifreq::zeroed();
+                r.set_int(i32::try_from(oif).map_err(|_| {
+                    OpsError::new(&op, OpsErrorKind::Other, "index exceeds a C int")
+                })?);
+                match self.sock.ifreq(IfreqRequest::GetName, &mut r) {
+                    Ok(()) => Some(r.name_bytes()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                        return Err(OpsError::new(
+                            op,
+                            OpsErrorKind::NotFound,
+                            format!("there is no link with index {oif}: {e}"),
+                        ));
+                    }
+                    Err(e) => return Err(OpsError::from_io(op, e)),
+                }
+            }
+        };
+        let (dst, genmask) = match route.dst {
+            Some(net) => (net.addr(), net.netmask()),
+            None => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+        };
+        let entry = RouteEntry {
+            dst,
+            genmask,
+            gateway: route.gateway,
+            dev,
+        };
+        self.sock
+            .add_route(&entry)
+            .map_err(|e| OpsError::from_io(&op, e))?;
+        debug!(?route, "added route");
+        Ok(())
+    }
+}
+
+/// Opens a network namespace file; a missing one is `NotFound` with its path in the text,
+/// and a file that is not a network namespace is refused here with a clear message (the
+/// kernel would only answer `EINVAL`).
+fn open_netns(op: &str, path: &Path) -> Result<File, OpsError> {
+    let file = File::open(path).map_err(|e| {
+        OpsError::new(
+            op,
+            kind_of(&e),
+            io::Error::new(e.kind(), format!("open {}: {e}", path.display())),
+        )
+    })?;
+    let not_netns = |what: String| {
+        OpsError::new(
+            op,
+            OpsErrorKind::Other,
+            format!("{} is not a network namespace ({what})", path.display()),
+        )
+    };
+    match sys::ns_type(file.as_fd()) {
+        Ok(t) if t == libc::CLONE_NEWNET => Ok(file),
+        Ok(t) => Err(not_netns(format!("namespace type {t:#x}"))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => Err(not_netns(e.to_string())),
+        // A kernel before 4.11 has no NS_GET_NSTYPE: leave the check to the kernel's use.
+        Err(_) => Ok(file),
+    }
+}
+
+/// An `OpsError` for a netlink failure, with the kind its errno maps to.
+fn netlink_error(op: &str, e: NetlinkError) -> OpsError {
+    let kind = match e.raw_os_error() {
+        Some(n) => kind_of(&io::Error::from_raw_os_error(n)),
+        None => OpsErrorKind::Other,
+    };
+    OpsError::new(op, kind, e)
+}
+
+/// A request that must be acknowledged, not answered with a message.
+fn expect_ack(op: &str, res: Result<Reply, NetlinkError>) -> Result<(), OpsError> {
+    match res {
+        Ok(Reply::Ack) => Ok(()),
+        Ok(Reply::Message(_)) => Err(OpsError::new(
+            op,
+            OpsErrorKind::Other,
+            NetlinkError::Malformed("expected an acknowledgement, got a message"),
+        )),
+        Err(e) => Err(netlink_error(op, e)),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The raw layer: request numbers, `struct ifreq`, and the one `ioctl` wrapper.
 //!
-//! Everything `unsafe` in this crate lives here. The rest of the crate talks to the kernel
-//! through [`IfSocket`], whose methods are safe because each pairs a request with the exact
-//! argument type the kernel expects for it.
+//! Every `unsafe` ioctl in this crate lives here (the netlink socket's syscalls are in
+//! `nl.rs`, the `setns` of `IoctlLinks::new_in` in `lib.rs`). The rest of the crate talks to the kernel through [`IfSocket`], whose methods
+//! are safe because each pairs a request with the exact argument type the kernel expects
+//! for it.
 
-use std::ffi::{c_int, c_ulong, c_void};
+use std::ffi::{c_char, c_int, c_short, c_ulong, c_ushort, c_void};
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
@@ -19,6 +20,13 @@ pub(crate) const IFNAMSIZ: usize = 16;
 const SIOCBRADDBR: c_ulong = 0x89a0;
 /// Delete a bridge; same argument.
 const SIOCBRDELBR: c_ulong = 0x89a1;
+/// Add a port to a bridge: `struct ifreq` with the bridge's name and the port's
+/// `ifr_ifindex` (Docker 1.x `AddToBridge`).
+const SIOCBRADDIF: c_ulong = 0x89a2;
+
+/// `RTF_UP` and `RTF_GATEWAY` in `<net/route.h>`.
+pub(crate) const RTF_UP: c_ushort = 0x0001;
+pub(crate) const RTF_GATEWAY: c_ushort = 0x0002;
 
 /// `ETHTOOL_GDRVINFO` in `<linux/ethtool.h>`.
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
@@ -83,6 +91,11 @@ impl Ifreq {
         let mut req = Self::zeroed();
         req.name[..bytes.len()].copy_from_slice(bytes);
         Ok(req)
+    }
+
+    /// The raw, NUL-padded name field.
+    pub(crate) fn name_bytes(&self) -> [u8; IFNAMSIZ] {
+        self.name
     }
 
     /// The name up to its NUL.
@@ -179,6 +192,10 @@ pub(crate) enum IfreqRequest {
     SetAddr,
     GetNetmask,
     SetNetmask,
+    /// `SIOCBRADDIF`: the bridge's name, the port's index in `ifr_ifindex`.
+    AddIf,
+    /// `SIOCGIFNAME`: `ifr_ifindex` in, `ifr_name` out.
+    GetName,
 }
 
 impl IfreqRequest {
@@ -196,6 +213,8 @@ impl IfreqRequest {
             Self::SetAddr => libc::SIOCSIFADDR,
             Self::GetNetmask => libc::SIOCGIFNETMASK,
             Self::SetNetmask => libc::SIOCSIFNETMASK,
+            Self::AddIf => SIOCBRADDIF,
+            Self::GetName => libc::SIOCGIFNAME,
         }
     }
 
@@ -235,6 +254,111 @@ struct EthtoolDrvinfo {
 
 const _: () = assert!(size_of::<EthtoolDrvinfo>() == 196);
 
+/// A `struct sockaddr` holding a `struct sockaddr_in`: family (host order), port 0, the
+/// address (network order) and eight zero bytes. Byte arrays keep its alignment at 2, that
+/// of `struct sockaddr`, which is what `struct rtentry` embeds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SockaddrIn {
+    family: u16,
+    port: [u8; 2],
+    addr: [u8; 4],
+    zero: [u8; 8],
+}
+
+const _: () = assert!(size_of::<SockaddrIn>() == size_of::<libc::sockaddr>());
+const _: () = assert!(align_of::<SockaddrIn>() == align_of::<libc::sockaddr>());
+
+impl SockaddrIn {
+    fn inet(addr: Ipv4Addr) -> Self {
+        Self {
+            family: inet_family(),
+            port: [0; 2],
+            addr: addr.octets(),
+            zero: [0; 8],
+        }
+    }
+}
+
+/// `struct rtentry` as `<net/route.h>` declares it; the kernel's (`<linux/route.h>`) has a
+/// `void *rt_pad4` where glibc has `rt_tos`, `rt_class` and `short rt_pad4[3]`: same size,
+/// same offsets (checked below for 64-bit targets).
+#[repr(C)]
+struct Rtentry {
+    rt_pad1: c_ulong,
+    rt_dst: SockaddrIn,
+    rt_gateway: SockaddrIn,
+    rt_genmask: SockaddrIn,
+    rt_flags: c_ushort,
+    rt_pad2: c_short,
+    rt_pad3: c_ulong,
+    rt_tos: u8,
+    rt_class: u8,
+    #[cfg(target_pointer_width = "64")]
+    rt_pad4: [c_short; 3],
+    #[cfg(not(target_pointer_width = "64"))]
+    rt_pad4: c_short,
+    /// The priority plus one ("+1 for binary compatibility"); 0 means priority 0.
+    rt_metric: c_short,
+    /// The output device's name, or null.
+    rt_dev: *mut c_char,
+    rt_mtu: c_ulong,
+    rt_window: c_ulong,
+    rt_irtt: c_ushort,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(size_of::<Rtentry>() == 120);
+    assert!(std::mem::offset_of!(Rtentry, rt_dst) == 8);
+    assert!(std::mem::offset_of!(Rtentry, rt_flags) == 56);
+    assert!(std::mem::offset_of!(Rtentry, rt_metric) == 80);
+    assert!(std::mem::offset_of!(Rtentry, rt_dev) == 88);
+    assert!(std::mem::offset_of!(Rtentry, rt_irtt) == 112);
+};
+
+/// An IPv4 route for `SIOCADDRT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteEntry {
+    /// The destination network (`0.0.0.0` with mask `0.0.0.0` for the default route).
+    pub(crate) dst: Ipv4Addr,
+    pub(crate) genmask: Ipv4Addr,
+    pub(crate) gateway: Option<Ipv4Addr>,
+    /// The output device, NUL-padded to `IFNAMSIZ`: the kernel copies `IFNAMSIZ - 1`
+    /// bytes from `rt_dev` whatever the name's length, so a shorter buffer would not do.
+    pub(crate) dev: Option<[u8; IFNAMSIZ]>,
+}
+
+impl RouteEntry {
+    /// The C struct, with `rt_dev` set to `dev` (null or a pointer to `self.dev`'s copy).
+    fn rtentry(&self, dev: *mut c_char) -> Rtentry {
+        let mut flags = RTF_UP;
+        if self.gateway.is_some() {
+            flags |= RTF_GATEWAY;
+        }
+        Rtentry {
+            rt_pad1: 0,
+            rt_dst: SockaddrIn::inet(self.dst),
+            rt_gateway: SockaddrIn::inet(self.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            rt_genmask: SockaddrIn::inet(self.genmask),
+            rt_flags: flags,
+            rt_pad2: 0,
+            rt_pad3: 0,
+            rt_tos: 0,
+            rt_class: 0,
+            #[cfg(target_pointer_width = "64")]
+            rt_pad4: [0; 3],
+            #[cfg(not(target_pointer_width = "64"))]
+            rt_pad4: 0,
+            rt_metric: 0,
+            rt_dev: dev,
+            rt_mtu: 0,
+            rt_window: 0,
+            rt_irtt: 0,
+        }
+    }
+}
+
 /// What `ETHTOOL_GDRVINFO` reports about a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DrvInfo {
@@ -263,6 +387,24 @@ unsafe fn ioctl(fd: BorrowedFd<'_>, req: c_ulong, arg: *mut c_void) -> io::Resul
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// `NS_GET_NSTYPE` in `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: c_ulong = 0xb703;
+
+/// The `CLONE_NEW*` type of a namespace descriptor (Linux 4.11+); `ENOTTY` for a file that is
+/// not a namespace.
+pub(crate) fn ns_type(fd: BorrowedFd<'_>) -> io::Result<c_int> {
+    #[allow(clippy::cast_possible_truncation, clippy::unnecessary_cast)]
+    let req = NS_GET_NSTYPE as libc::Ioctl;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type; `fd` is a live
+    // descriptor borrowed for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
     }
 }
 
@@ -358,6 +500,30 @@ impl IfSocket {
         })
     }
 
+    /// `SIOCADDRT`: adds the route to the main table of the socket's namespace.
+    pub(crate) fn add_route(&self, route: &RouteEntry) -> io::Result<()> {
+        if self.family == SocketFamily::Inet6 {
+            // On an AF_INET6 socket SIOCADDRT takes a `struct in6_rtmsg` instead.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SIOCADDRT for IPv4 needs an AF_INET or AF_PACKET socket, and only AF_INET6 \
+                 could be opened",
+            ));
+        }
+        let mut dev = route.dev;
+        let dev_ptr: *mut c_char = match dev.as_mut() {
+            Some(name) => name.as_mut_ptr().cast(),
+            None => std::ptr::null_mut(),
+        };
+        let mut rt = route.rtentry(dev_ptr);
+        let arg: *mut Rtentry = &mut rt;
+        // SAFETY: SIOCADDRT takes a `struct rtentry`, which `Rtentry` is (layout checked
+        // above). Its one pointer, `rt_dev`, is null or points to `dev`: IFNAMSIZ bytes,
+        // NUL-terminated, on this stack frame, of which the kernel reads IFNAMSIZ - 1. Both
+        // outlive the call and nothing else touches them meanwhile.
+        unsafe { ioctl(self.fd.as_fd(), libc::SIOCADDRT, arg.cast()) }
+    }
+
     /// SIOCGIFCONF: every IPv4 address of the socket's namespace as (label, address), in
     /// kernel order (device by device, each device's list in order). A label is the device
     /// name, or `device:alias` for an alias.
@@ -422,6 +588,73 @@ mod tests {
         hw[..2].copy_from_slice(&1u16.to_ne_bytes());
         hw[2..].copy_from_slice(&[2, 0x42, 0, 0, 0, 1]);
         assert_eq!(r.ifru[..8], hw);
+    }
+
+    /// The bytes of a `struct sockaddr` (no padding: 2 + 2 + 4 + 8 bytes, alignment 2).
+    fn sockaddr_bytes(sa: &SockaddrIn) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&sa.family.to_ne_bytes());
+        b[2..4].copy_from_slice(&sa.port);
+        b[4..8].copy_from_slice(&sa.addr);
+        b[8..].copy_from_slice(&sa.zero);
+        b
+    }
+
+    fn inet_sa(a: [u8; 4]) -> [u8; 16] {
+        let af = (libc::AF_INET as u16).to_ne_bytes();
+        [
+            af[0], af[1], 0, 0, a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0,
+        ]
+    }
+
+    // The field offsets are asserted at compile time next to `Rtentry`; these check what
+    // goes into each field.
+    #[test]
+    fn rtentry_for_a_default_route_via_a_gateway() {
+        let r = RouteEntry {
+            dst: Ipv4Addr::UNSPECIFIED,
+            genmask: Ipv4Addr::UNSPECIFIED,
+            gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
+            dev: None,
+        };
+        let rt = r.rtentry(std::ptr::null_mut());
+        assert_eq!(sockaddr_bytes(&rt.rt_dst), inet_sa([0, 0, 0, 0]));
+        assert_eq!(sockaddr_bytes(&rt.rt_gateway), inet_sa([172, 17, 0, 1]));
+        // A zero genmask with AF_INET: prefix length 0, the default route.
+        assert_eq!(sockaddr_bytes(&rt.rt_genmask), inet_sa([0, 0, 0, 0]));
+        assert_eq!(rt.rt_flags, RTF_UP | RTF_GATEWAY);
+        assert_eq!(rt.rt_flags, 0x3);
+        // Metric 0 is priority 0, as a netlink route without RTA_PRIORITY.
+        assert_eq!(rt.rt_metric, 0);
+        assert!(rt.rt_dev.is_null());
+        assert_eq!(
+            (rt.rt_pad1, rt.rt_pad2, rt.rt_pad3, rt.rt_tos, rt.rt_class),
+            (0, 0, 0, 0, 0)
+        );
+        assert_eq!((rt.rt_mtu, rt.rt_window, rt.rt_irtt), (0, 0, 0));
+    }
+
+    #[test]
+    fn rtentry_for_a_device_route() {
+        let dev = Ifreq::new("eth0").expect("name").name_bytes();
+        let r = RouteEntry {
+            dst: Ipv4Addr::new(10, 9, 0, 0),
+            genmask: Ipv4Addr::new(255, 255, 255, 0),
+            gateway: None,
+            dev: Some(dev),
+        };
+        let mut copy = dev;
+        let ptr: *mut c_char = copy.as_mut_ptr().cast();
+        let rt = r.rtentry(ptr);
+        assert_eq!(sockaddr_bytes(&rt.rt_dst), inet_sa([10, 9, 0, 0]));
+        assert_eq!(sockaddr_bytes(&rt.rt_genmask), inet_sa([255, 255, 255, 0]));
+        assert_eq!(sockaddr_bytes(&rt.rt_gateway), inet_sa([0, 0, 0, 0]));
+        assert_eq!(rt.rt_flags, RTF_UP);
+        assert_eq!(rt.rt_dev, ptr);
+        // The name the kernel reads IFNAMSIZ - 1 bytes of: NUL-padded to the full size.
+        let mut want = [0u8; IFNAMSIZ];
+        want[..4].copy_from_slice(b"eth0");
+        assert_eq!(copy, want);
     }
 
     #[test]

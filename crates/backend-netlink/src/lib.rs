@@ -18,23 +18,45 @@
 //!
 //! The trait is synchronous; calling it from inside an async runtime would nest runtimes, so
 //! such a call fails with [`OpsErrorKind::Other`] instead of panicking.
+//!
+//! # Another namespace: [`NetlinkLinks::new_in`]
+//!
+//! A container's side of an attach (its `lo`, `eth0`, default route) is configured over a
+//! connection whose socket lives in the container's namespace. `new_in` opens the namespace
+//! file, then, on a short-lived helper thread, `setns(CLONE_NEWNET)`s into it and builds the
+//! whole `NetlinkLinks` there (socket, runtime, connection task), and hands the finished value
+//! back; the helper thread ends right away and its namespace switch with it. The calling
+//! thread's namespace is never touched, and later calls run on the caller's thread like any
+//! other `NetlinkLinks` (a current-thread runtime is not tied to the thread that built it).
+//! This was preferred over building the connection on the caller's thread from a socket made
+//! on the helper (`rtnetlink::from_socket`): that needs an unsafe fd hand-off into
+//! `TokioSocket::from_raw_fd`, which panics instead of failing if the fd cannot be registered,
+//! and a permanent per-namespace thread with a request channel would add a thread per container
+//! for no gain.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netcore::mac::MacAddr;
-use netcore::ops::{BridgeSpec, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4};
+use netcore::ops::{
+    AttachOps, BridgeSpec, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4, VethSpec,
+};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 
 /// The kernel's buffer for a link name, NUL included.
@@ -60,6 +82,9 @@ pub enum NetlinkError {
     /// A reply the kernel should never send (bad prefix length, missing attribute).
     #[error("unexpected netlink reply: {0}")]
     BadReply(String),
+    /// The helper thread of [`NetlinkLinks::new_in`] could not be started or died.
+    #[error("namespace helper thread: {0}")]
+    Helper(String),
 }
 
 impl NetlinkLinks {
@@ -81,6 +106,39 @@ impl NetlinkLinks {
         rt.spawn(conn);
         tracing::debug!("netlink connection opened");
         Ok(Self { rt, handle })
+    }
+
+    /// Opens a netlink connection in the network namespace `netns` (a path such as
+    /// `/proc/<pid>/ns/net` or `/run/netns/<name>`), whatever namespace the calling thread is
+    /// in; see the crate documentation for how. A missing path is [`OpsErrorKind::NotFound`],
+    /// a file that is not a network namespace is [`OpsErrorKind::Other`] (EINVAL), and a
+    /// namespace the process may not enter is [`OpsErrorKind::PermissionDenied`].
+    pub fn new_in(netns: &Path) -> Result<Self, OpsError> {
+        let op = || format!("open netlink connection in {}", netns.display());
+        // Opened here rather than on the helper so that the error for a bad path is plain.
+        let ns = File::open(netns).map_err(|e| OpsError::from_io(op(), e))?;
+        let helper = std::thread::Builder::new()
+            .name("netlink-setns".into())
+            .spawn(move || -> Result<Self, OpsError> {
+                enter_netns(&ns).map_err(|e| OpsError::from_io(String::new(), e))?;
+                // From here on this thread is in `netns`; the socket `new` makes belongs to it
+                // for life, and the thread itself ends (namespace switch and all) on return.
+                Self::new()
+            })
+            .map_err(|e| OpsError::new(op(), OpsErrorKind::Other, e))?;
+        let links = helper.join().map_err(|_| {
+            OpsError::new(
+                op(),
+                OpsErrorKind::Other,
+                NetlinkError::Helper("panicked".into()),
+            )
+        })?;
+        let links = links.map_err(|mut e| {
+            e.op = op();
+            e
+        })?;
+        tracing::debug!(netns = %netns.display(), "netlink connection opened in namespace");
+        Ok(links)
     }
 
     /// Runs one request to completion on this struct's runtime, naming `op` in any error.
@@ -115,6 +173,33 @@ impl NetlinkLinks {
             )),
         }
     }
+}
+
+/// Moves the calling thread into the network namespace `ns` refers to.
+fn enter_netns(ns: &File) -> io::Result<()> {
+    // SAFETY: setns takes a file descriptor, valid for the whole call since `ns` is borrowed,
+    // and a flag word; it changes only the calling thread's network namespace (the helper
+    // thread of `new_in`, which ends right after) and shares no memory with Rust code.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Fails unless the kernel can hold `name` (`IFNAMSIZ` is 16 bytes with the NUL). The kernel
+/// would refuse a longer one too (EINVAL/ERANGE from its attribute policy), but with an errno
+/// that does not say why; Docker 1.x's text was `Interface name %s too long`.
+fn check_name(op: impl FnOnce() -> String, name: &str) -> Result<(), OpsError> {
+    if name.len() >= IFNAMSIZ {
+        return Err(OpsError::new(
+            op(),
+            OpsErrorKind::Other,
+            NetlinkError::NameTooLong(name.to_owned()),
+        ));
+    }
+    Ok(())
 }
 
 /// Maps an rtnetlink error; the operation's name is filled in by [`NetlinkLinks::run`].
@@ -314,15 +399,7 @@ impl LinkOps for NetlinkLinks {
 
     fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
         tracing::debug!(bridge = %spec.name, mac = %spec.mac, mtu = ?spec.mtu, "create bridge");
-        // The kernel would refuse it too (EINVAL/ERANGE from its attribute policy), but with
-        // an errno that does not say why; Docker 1.x's text was `Interface name %s too long`.
-        if spec.name.len() >= IFNAMSIZ {
-            return Err(OpsError::new(
-                format!("create bridge {}", spec.name),
-                OpsErrorKind::Other,
-                NetlinkError::NameTooLong(spec.name.clone()),
-            ));
-        }
+        check_name(|| format!("create bridge {}", spec.name), &spec.name)?;
         // One RTM_NEWLINK (NLM_F_CREATE|NLM_F_EXCL) carrying the MAC and MTU. Docker 1.x did
         // SIOCBRADDBR then SIOCSIFHWADDR; setting IFLA_ADDRESS at creation has the same effect
         // (the kernel marks it NET_ADDR_SET, so the bridge never adopts a port's MAC,
@@ -427,6 +504,153 @@ impl LinkOps for NetlinkLinks {
         self.run(|| format!("delete link {link}"), async move {
             req.execute().await.map_err(nl_error)
         })
+    }
+}
+
+/// The `RTM_NEWLINK` that creates `spec`'s veth pair: the host end named `spec.host` here,
+/// the peer named `spec.peer` with its MAC in the namespace `peer_netns_fd` refers to; both
+/// ends with `spec.mtu`, both down (no IFF_UP in the header flags).
+pub fn veth_message(spec: &VethSpec, peer_netns_fd: i32) -> LinkMessage {
+    let mut peer = link_by_name(&spec.peer);
+    peer.attributes.extend([
+        LinkAttribute::Address(spec.peer_mac.octets().to_vec()),
+        LinkAttribute::Mtu(spec.mtu),
+        LinkAttribute::NetNsFd(peer_netns_fd),
+    ]);
+    let mut msg = link_by_name(&spec.host);
+    msg.attributes.extend([
+        LinkAttribute::Mtu(spec.mtu),
+        LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Veth),
+            NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]),
+    ]);
+    msg
+}
+
+/// The `RTM_NEWROUTE` body for `route` in the main table, as `ip route add` builds it
+/// (protocol `boot`, type unicast; scope `link` for a route without a gateway, which is what
+/// `ip route add 10.0.0.0/24 dev X` gets, `universe` otherwise).
+pub fn route_message(route: &RouteV4) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.kind = RouteType::Unicast;
+    msg.header.scope = if route.gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    if let Some(dst) = route.dst {
+        // The network address, as `ip` sends it: the kernel rejects host bits (EINVAL).
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                dst.network(),
+            )));
+    }
+    if let Some(gw) = route.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
+/// How a route reads in an operation's name, e.g. `default via 172.17.42.1`.
+fn describe_route(route: &RouteV4) -> String {
+    let mut s = route
+        .dst
+        .map_or_else(|| "default".to_owned(), |d| d.trunc().to_string());
+    if let Some(gw) = route.gateway {
+        s.push_str(&format!(" via {gw}"));
+    }
+    if let Some(oif) = route.oif {
+        s.push_str(&format!(" oif {oif}"));
+    }
+    s
+}
+
+impl AttachOps for NetlinkLinks {
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<(), OpsError> {
+        tracing::debug!(host = %spec.host, peer = %spec.peer, netns = %spec.peer_netns.display(),
+            mac = %spec.peer_mac, mtu = spec.mtu, "create veth");
+        // The op names the namespace: an EEXIST may be about the peer's name in there.
+        let op = || {
+            format!(
+                "create veth {} with peer {} in {}",
+                spec.host,
+                spec.peer,
+                spec.peer_netns.display()
+            )
+        };
+        check_name(op, &spec.host)?;
+        check_name(op, &spec.peer)?;
+        // O_RDONLY|O_CLOEXEC (std opens with O_CLOEXEC), held until the kernel has answered:
+        // the kernel resolves IFLA_NET_NS_FD while it handles the request.
+        let ns = File::open(&spec.peer_netns).map_err(|e| OpsError::from_io(op(), e))?;
+        // One RTM_NEWLINK (NLM_F_CREATE|NLM_F_EXCL) makes both ends, the peer directly in the
+        // container's namespace with its name, MAC and MTU. Docker 1.x (and libnetwork today)
+        // create the pair in the host namespace and then move the container end
+        // (IFLA_NET_NS_FD on an existing link, then a rename). A move is a second round of
+        // device notifiers and RCU grace periods in the kernel (issue 5 puts it at ~20-40 ms)
+        // and leaves a window in which the container end is visible in the host namespace.
+        let req = self.handle.link().add(veth_message(spec, ns.as_raw_fd()));
+        let res = self.run(op, async move { req.execute().await.map_err(nl_error) });
+        drop(ns);
+        res
+    }
+
+    fn set_master(&mut self, link: &str, master: &str) -> Result<(), OpsError> {
+        tracing::debug!(link, master, "set master");
+        let handle = &self.handle;
+        self.run(|| format!("attach {link} to {master}"), async move {
+            let index = Self::index_of(handle, master).await?;
+            // IFLA_MASTER on RTM_NEWLINK, as `ip link set LINK master BRIDGE` (and
+            // libnetwork's LinkSetMaster) sends; Docker 1.x used the SIOCBRADDIF ioctl.
+            let mut msg = link_by_name(link);
+            msg.attributes.push(LinkAttribute::Controller(index));
+            handle.link().change(msg).execute().await.map_err(nl_error)
+        })
+    }
+
+    fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError> {
+        tracing::debug!(link, on, "set hairpin");
+        let state = if on { "on" } else { "off" };
+        // IFLA_LINKINFO { IFLA_INFO_SLAVE_KIND "bridge", IFLA_INFO_SLAVE_DATA {
+        // IFLA_BRPORT_MODE } } on RTM_NEWLINK: `ip link set LINK type bridge_slave hairpin on`.
+        // The kernel applies it through the master's slave_changelink, so a link that is not
+        // a bridge port fails (EOPNOTSUPP) instead of being silently ignored. Docker 1.x wrote
+        // /sys/class/net/LINK/brport/hairpin_mode, which reads the namespace sysfs was mounted
+        // in, not the caller's. libnetwork sends IFLA_PROTINFO on an AF_BRIDGE RTM_SETLINK
+        // instead; netlink-packet-route 0.34 has a typed IFLA_BRPORT_MODE only under
+        // IFLA_INFO_SLAVE_DATA, and the kernel sets the same port flag either way.
+        let mut msg = link_by_name(link);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        let req = self.handle.link().change(msg);
+        self.run(
+            || format!("set hairpin mode {state} on {link}"),
+            async move { req.execute().await.map_err(nl_error) },
+        )
+    }
+
+    fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
+        tracing::debug!(?route, "add route");
+        // NLM_F_CREATE|NLM_F_EXCL: an identical route is EEXIST (AlreadyExists). A gateway
+        // not reachable through a connected route is ENETUNREACH, "Network is unreachable".
+        let req = self.handle.route().add(route_message(route));
+        self.run(
+            || format!("add route {}", describe_route(route)),
+            async move { req.execute().await.map_err(nl_error) },
+        )
     }
 }
 
@@ -538,6 +762,106 @@ mod tests {
         assert_eq!(b("10.0.0.5/30"), Some(Ipv4Addr::new(10, 0, 0, 7)));
         assert_eq!(b("10.0.0.0/31"), None);
         assert_eq!(b("10.0.0.1/32"), None);
+    }
+
+    fn veth_spec() -> VethSpec {
+        VethSpec {
+            host: "veth1234567".into(),
+            peer: "eth0".into(),
+            peer_netns: "/proc/1/ns/net".into(),
+            peer_mac: MacAddr([2, 0x42, 0xac, 0x11, 0, 2]),
+            mtu: 1450,
+        }
+    }
+
+    #[test]
+    fn veth_message_puts_name_mac_mtu_and_netns_on_the_peer() {
+        let msg = veth_message(&veth_spec(), 42);
+        assert!(msg.header.flags.is_empty(), "created down");
+        assert_eq!(msg.header.index, 0);
+        assert_eq!(
+            msg.attributes[0],
+            LinkAttribute::IfName("veth1234567".into())
+        );
+        assert_eq!(msg.attributes[1], LinkAttribute::Mtu(1450));
+        let LinkAttribute::LinkInfo(infos) = &msg.attributes[2] else {
+            panic!("no IFLA_LINKINFO: {msg:?}");
+        };
+        assert_eq!(infos[0], NlLinkInfo::Kind(InfoKind::Veth));
+        let NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = &infos[1] else {
+            panic!("no veth peer: {infos:?}");
+        };
+        assert!(peer.header.flags.is_empty(), "peer created down");
+        assert_eq!(
+            peer.attributes,
+            vec![
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::Address(vec![2, 0x42, 0xac, 0x11, 0, 2]),
+                LinkAttribute::Mtu(1450),
+                LinkAttribute::NetNsFd(42),
+            ]
+        );
+        // The host end has no namespace attribute: it stays where the socket is.
+        assert!(
+            !msg.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::NetNsFd(_) | LinkAttribute::Address(_)))
+        );
+        assert_eq!(msg.attributes.len(), 3);
+    }
+
+    #[test]
+    fn default_route_message_has_no_destination() {
+        let msg = route_message(&RouteV4 {
+            dst: None,
+            gateway: Some(Ipv4Addr::new(172, 17, 42, 1)),
+            oif: None,
+        });
+        assert_eq!(msg.header.address_family, AddressFamily::Inet);
+        assert_eq!(msg.header.destination_prefix_length, 0);
+        assert_eq!(msg.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert_eq!(msg.header.protocol, RouteProtocol::Boot);
+        assert_eq!(msg.header.kind, RouteType::Unicast);
+        assert_eq!(msg.header.scope, RouteScope::Universe);
+        assert_eq!(
+            msg.attributes,
+            vec![RouteAttribute::Gateway(inet([172, 17, 42, 1]))]
+        );
+        // And it reads back as the same route.
+        assert_eq!(
+            route_from_message(&msg),
+            Some(RouteV4 {
+                dst: None,
+                gateway: Some(Ipv4Addr::new(172, 17, 42, 1)),
+                oif: None
+            })
+        );
+    }
+
+    #[test]
+    fn device_route_message_is_link_scoped_with_the_network_address() {
+        let msg = route_message(&RouteV4 {
+            dst: Some("10.50.0.9/24".parse().unwrap()),
+            gateway: None,
+            oif: Some(3),
+        });
+        assert_eq!(msg.header.destination_prefix_length, 24);
+        assert_eq!(msg.header.scope, RouteScope::Link);
+        assert_eq!(
+            msg.attributes,
+            vec![
+                RouteAttribute::Destination(inet([10, 50, 0, 0])),
+                RouteAttribute::Oif(3)
+            ]
+        );
+        assert_eq!(
+            describe_route(&RouteV4 {
+                dst: Some("10.50.0.9/24".parse().unwrap()),
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                oif: Some(3),
+            }),
+            "10.50.0.0/24 via 10.0.0.1 oif 3"
+        );
     }
 
     #[test]

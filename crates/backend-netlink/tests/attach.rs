@@ -1,0 +1,470 @@
+//! NetlinkLinks' `AttachOps` and `new_in` against a real kernel. Each test runs in a network
+//! namespace of its own (the "host", `testns::in_netns`) and makes a second one for the
+//! "container" ([`Container`]); what the kernel did is read back with `ip -j`, run in the
+//! right namespace, never through the backend under test.
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+
+use backend_netlink::NetlinkLinks;
+use netcore::mac::MacAddr;
+use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, RouteV4, VethSpec};
+use serde_json::Value;
+use testns::{in_netns, ip_addrs4, ip_link, ip_links, ip_routes4, run};
+
+/// A stand-in for a container's network namespace: a thread that unshares its network
+/// namespace and then just waits, so `/proc/<pid>/task/<tid>/ns/net` stays valid (and the
+/// namespace alive) until the value is dropped. Its `lo` is left down, as a new container's is.
+struct Container {
+    path: PathBuf,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Container {
+    fn new() -> Self {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            testns::unshare_net().unwrap();
+            // "<pid>/task/<tid>": this thread's own entry, whatever thread it is.
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            ready_tx
+                .send(Path::new("/proc").join(me).join("ns/net"))
+                .unwrap();
+            // Returns once the sender is dropped.
+            let _ = stop_rx.recv();
+        });
+        let path = ready_rx.recv().unwrap();
+        Self {
+            path,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a thread inside the container's namespace (child processes such as `ip`
+    /// inherit it) and returns its result; a panic in `f` is propagated.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_ns(&self.path, f)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` on a scoped thread that has joined the network namespace at `path`.
+fn in_ns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|s| {
+        let h = s.spawn(|| {
+            let ns = File::open(path).unwrap();
+            // SAFETY: setns takes a valid fd (borrowed from a live File) and a flag word, and
+            // changes only this scoped thread's namespace, which ends with it.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        });
+        match h.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
+fn names() -> Vec<String> {
+    ip_links()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn is_up(link: &Value) -> bool {
+    link["flags"].as_array().unwrap().iter().any(|f| f == "UP")
+}
+
+const MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+
+fn veth(ctr: &Container, host: &str, peer: &str, mtu: u32) -> VethSpec {
+    VethSpec {
+        host: host.into(),
+        peer: peer.into(),
+        peer_netns: ctr.path().to_path_buf(),
+        peer_mac: MAC,
+        mtu,
+    }
+}
+
+fn ns_inode(path: &str) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn create_veth_puts_the_peer_directly_in_the_container() {
+    if !testns::can_run_kernel_tests("create_veth_puts_the_peer_directly_in_the_container") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        let mut nl = NetlinkLinks::new().unwrap();
+        nl.create_veth(&veth(&ctr, "vethnl0", "ceth0", 1450))
+            .unwrap();
+
+        let host = ip_link("vethnl0").expect("host end in the host namespace");
+        assert_eq!(host["linkinfo"]["info_kind"], "veth", "{host}");
+        assert_eq!(host["mtu"], 1450, "{host}");
+        assert!(!is_up(&host), "host end down: {host}");
+        // Its peer lives in another namespace (`link_netnsid` is only set for that).
+        assert!(host.get("link_netnsid").is_some(), "{host}");
+        assert_ne!(host["address"], MAC.to_string(), "the MAC is the peer's");
+        assert_eq!(names(), ["lo", "vethnl0"], "no peer in the host namespace");
+
+        ctr.run(|| {
+            let peer = ip_link("ceth0").expect("peer in the container");
+            assert_eq!(peer["linkinfo"]["info_kind"], "veth", "{peer}");
+            assert_eq!(peer["address"], MAC.to_string(), "{peer}");
+            assert_eq!(peer["mtu"], 1450, "{peer}");
+            assert!(!is_up(&peer), "peer down: {peer}");
+            assert!(ip_addrs4("ceth0").is_empty());
+            assert_eq!(names(), ["lo", "ceth0"], "no host end in the container");
+        });
+    });
+}
+
+#[test]
+fn peer_name_taken_in_the_container_is_already_exists_naming_the_namespace() {
+    if !testns::can_run_kernel_tests(
+        "peer_name_taken_in_the_container_is_already_exists_naming_the_namespace",
+    ) {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        ctr.run(|| run(&["ip", "link", "add", "ceth0", "type", "bridge"]));
+        let mut nl = NetlinkLinks::new().unwrap();
+        let err = nl
+            .create_veth(&veth(&ctr, "vethnl0", "ceth0", 1500))
+            .unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::AlreadyExists, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "create veth vethnl0 with peer ceth0 in {}: File exists (os error 17)",
+                ctr.path().display()
+            )
+        );
+        assert_eq!(names(), ["lo"], "no host end left behind");
+        ctr.run(|| {
+            assert_eq!(names(), ["lo", "ceth0"]);
+            assert_eq!(ip_link("ceth0").unwrap()["linkinfo"]["info_kind"], "bridge");
+        });
+        // The same request with a free name works: the failure was about the name only.
+        nl.create_veth(&veth(&ctr, "vethnl0", "ceth1", 1500))
+            .unwrap();
+        ctr.run(|| assert!(ip_link("ceth1").is_some()));
+    });
+}
+
+#[test]
+fn host_name_taken_is_already_exists_and_creates_no_peer() {
+    if !testns::can_run_kernel_tests("host_name_taken_is_already_exists_and_creates_no_peer") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        run(&["ip", "link", "add", "vethnl0", "type", "bridge"]);
+        let mut nl = NetlinkLinks::new().unwrap();
+        let err = nl
+            .create_veth(&veth(&ctr, "vethnl0", "ceth0", 1500))
+            .unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::AlreadyExists, "{err}");
+        assert_eq!(
+            ip_link("vethnl0").unwrap()["linkinfo"]["info_kind"],
+            "bridge"
+        );
+        ctr.run(|| assert_eq!(names(), ["lo"]));
+    });
+}
+
+#[test]
+fn missing_netns_is_not_found_naming_the_path() {
+    if !testns::can_run_kernel_tests("missing_netns_is_not_found_naming_the_path") {
+        return;
+    }
+    in_netns(|| {
+        let missing = Path::new("/run/netns-nl-test-missing/ctr0");
+        let mut nl = NetlinkLinks::new().unwrap();
+        let err = nl
+            .create_veth(&VethSpec {
+                host: "vethnl0".into(),
+                peer: "ceth0".into(),
+                peer_netns: missing.into(),
+                peer_mac: MAC,
+                mtu: 1500,
+            })
+            .unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+        assert_eq!(names(), ["lo"]);
+
+        let err = NetlinkLinks::new_in(missing).unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "open netlink connection in {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+    });
+}
+
+#[test]
+fn a_file_that_is_not_a_namespace_is_refused() {
+    if !testns::can_run_kernel_tests("a_file_that_is_not_a_namespace_is_refused") {
+        return;
+    }
+    in_netns(|| {
+        let not_ns = Path::new("/proc/self/status");
+        let err = NetlinkLinks::new_in(not_ns).unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::Other, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("open netlink connection in /proc/self/status: "),
+            "{err}"
+        );
+        let mut nl = NetlinkLinks::new().unwrap();
+        let err = nl
+            .create_veth(&VethSpec {
+                host: "vethnl0".into(),
+                peer: "ceth0".into(),
+                peer_netns: not_ns.into(),
+                peer_mac: MAC,
+                mtu: 1500,
+            })
+            .unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::Other, "{err}");
+        assert_eq!(names(), ["lo"]);
+    });
+}
+
+#[test]
+fn long_names_are_refused_before_the_kernel() {
+    if !testns::can_run_kernel_tests("long_names_are_refused_before_the_kernel") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        let mut nl = NetlinkLinks::new().unwrap();
+        for (host, peer) in [
+            ("vethnl0123456789", "ceth0"),
+            ("vethnl0", "ceth0123456789ab"),
+        ] {
+            let err = nl.create_veth(&veth(&ctr, host, peer, 1500)).unwrap_err();
+            let long = if host.len() > 15 { host } else { peer };
+            assert!(
+                err.to_string()
+                    .ends_with(&format!("interface name {long} too long")),
+                "{err}"
+            );
+        }
+        assert_eq!(names(), ["lo"]);
+        ctr.run(|| assert_eq!(names(), ["lo"]));
+    });
+}
+
+#[test]
+fn new_in_talks_to_the_other_namespace_and_leaves_the_caller_where_it_was() {
+    if !testns::can_run_kernel_tests(
+        "new_in_talks_to_the_other_namespace_and_leaves_the_caller_where_it_was",
+    ) {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        let before = ns_inode("/proc/thread-self/ns/net");
+        let mut inside = NetlinkLinks::new_in(ctr.path()).unwrap();
+        assert_eq!(ns_inode("/proc/thread-self/ns/net"), before);
+        assert_ne!(ns_inode(ctr.path().to_str().unwrap()), before);
+
+        run(&["ip", "link", "add", "hostonly0", "type", "bridge"]);
+        let seen: Vec<String> = inside
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(seen, ["lo"], "the container's links, not the host's");
+        inside.set_up("lo").unwrap();
+        ctr.run(|| assert!(is_up(&ip_link("lo").unwrap())));
+
+        // The value works from another thread too (it is not tied to the calling thread's
+        // namespace, nor to the helper thread that made it).
+        thread::scope(|s| {
+            s.spawn(|| {
+                testns::unshare_net().unwrap();
+                inside.set_down("lo").unwrap();
+            });
+        });
+        ctr.run(|| assert!(!is_up(&ip_link("lo").unwrap())));
+    });
+}
+
+#[test]
+fn set_master_enslaves_the_host_end() {
+    if !testns::can_run_kernel_tests("set_master_enslaves_the_host_end") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        run(&["ip", "link", "add", "nlbr0", "type", "bridge"]);
+        let mut nl = NetlinkLinks::new().unwrap();
+        nl.create_veth(&veth(&ctr, "vethnl0", "ceth0", 1500))
+            .unwrap();
+        assert!(ip_link("vethnl0").unwrap().get("master").is_none());
+        nl.set_master("vethnl0", "nlbr0").unwrap();
+        let l = ip_link("vethnl0").unwrap();
+        assert_eq!(l["master"], "nlbr0", "{l}");
+        assert_eq!(l["linkinfo"]["info_slave_kind"], "bridge", "{l}");
+
+        let err = nl.set_master("vethnl0", "nlnosuch0").unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert!(
+            err.to_string().starts_with("attach vethnl0 to nlnosuch0: "),
+            "{err}"
+        );
+        let err = nl.set_master("nlnosuch1", "nlbr0").unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains("nlnosuch1"), "{err}");
+        assert_eq!(ip_link("vethnl0").unwrap()["master"], "nlbr0");
+    });
+}
+
+#[test]
+fn set_hairpin_flips_the_port_flag() {
+    if !testns::can_run_kernel_tests("set_hairpin_flips_the_port_flag") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        run(&["ip", "link", "add", "nlbr0", "type", "bridge"]);
+        let mut nl = NetlinkLinks::new().unwrap();
+        nl.create_veth(&veth(&ctr, "vethnl0", "ceth0", 1500))
+            .unwrap();
+
+        // Not a bridge port yet: refused, not ignored.
+        let err = nl.set_hairpin("vethnl0", true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("set hairpin mode on on vethnl0: "),
+            "{err}"
+        );
+
+        nl.set_master("vethnl0", "nlbr0").unwrap();
+        let hairpin =
+            || ip_link("vethnl0").unwrap()["linkinfo"]["info_slave_data"]["hairpin"].clone();
+        assert_eq!(hairpin(), Value::Bool(false), "kernel default");
+        nl.set_hairpin("vethnl0", true).unwrap();
+        assert_eq!(hairpin(), Value::Bool(true));
+        nl.set_hairpin("vethnl0", false).unwrap();
+        assert_eq!(hairpin(), Value::Bool(false));
+        let err = nl.set_hairpin("nlnosuch0", true).unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+    });
+}
+
+#[test]
+fn add_route_through_new_in_lands_in_the_container() {
+    if !testns::can_run_kernel_tests("add_route_through_new_in_lands_in_the_container") {
+        return;
+    }
+    in_netns(|| {
+        let ctr = Container::new();
+        let mut host = NetlinkLinks::new().unwrap();
+        host.create_veth(&veth(&ctr, "vethnl0", "ceth0", 1500))
+            .unwrap();
+        host.set_up("vethnl0").unwrap();
+        let mut inside = NetlinkLinks::new_in(ctr.path()).unwrap();
+        inside
+            .add_addr("ceth0", "172.17.0.2/16".parse().unwrap())
+            .unwrap();
+        inside.set_up("ceth0").unwrap();
+        let gw = "172.17.42.1".parse().unwrap();
+        inside
+            .add_route(&RouteV4 {
+                dst: None,
+                gateway: Some(gw),
+                oif: None,
+            })
+            .unwrap();
+        let ceth0 = ctr.run(|| {
+            ip_link("ceth0").unwrap()["ifindex"]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap()
+        });
+        inside
+            .add_route(&RouteV4 {
+                dst: Some("10.50.0.0/24".parse().unwrap()),
+                gateway: None,
+                oif: Some(ceth0),
+            })
+            .unwrap();
+
+        let routes = ctr.run(ip_routes4);
+        let default: Vec<&Value> = routes.iter().filter(|r| r["dst"] == "default").collect();
+        assert_eq!(default.len(), 1, "{routes:?}");
+        assert_eq!(default[0]["gateway"], "172.17.42.1");
+        assert_eq!(default[0]["dev"], "ceth0");
+        // protocol boot, as `ip route add` makes (ip shows the protocol only when it is not).
+        assert!(default[0].get("protocol").is_none(), "{}", default[0]);
+        let dev_route = routes
+            .iter()
+            .find(|r| r["dst"] == "10.50.0.0/24")
+            .unwrap_or_else(|| panic!("{routes:?}"));
+        assert_eq!(dev_route["dev"], "ceth0");
+        assert_eq!(dev_route["scope"], "link");
+        assert!(dev_route.get("gateway").is_none());
+        assert!(ip_routes4().is_empty(), "nothing in the host namespace");
+
+        let err = inside
+            .add_route(&RouteV4 {
+                dst: None,
+                gateway: Some(gw),
+                oif: None,
+            })
+            .unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::AlreadyExists, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("add route default via 172.17.42.1: "),
+            "{err}"
+        );
+        let err = inside
+            .add_route(&RouteV4 {
+                dst: Some("10.60.0.0/16".parse().unwrap()),
+                gateway: Some("10.9.9.9".parse().unwrap()),
+                oif: None,
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "add route 10.60.0.0/16 via 10.9.9.9: Network is unreachable (os error 101)"
+        );
+        assert_eq!(ctr.run(ip_routes4).len(), routes.len());
+    });
+}
