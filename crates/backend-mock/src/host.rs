@@ -1,18 +1,29 @@
 //! [`FakeHost`]: an in-memory host that behaves like the kernel for the operations netcore uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ipnet::Ipv4Net;
 use netcore::firewall::{Batch, Policy, Table};
 use netcore::mac::MacAddr;
 use netcore::ops::{
-    BridgeSpec, FirewallOps, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4, SysctlOps,
+    AttachOps, BridgeSpec, FirewallOps, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4,
+    SysctlOps, VethSpec,
 };
 
 use crate::iptables::{FwTable, RestoreErrorReason, SaveTextError, table_from_save};
 use crate::record::{Call, CallRecord, Faults, Op};
+
+mod netns;
+
+pub use netns::VethPeer;
+use netns::{NsRef, Port, VethEnd};
+
+/// The path a [`FakeHost::new`] host is known by: the initial network namespace, as a
+/// container's side of a veth records its peer's namespace.
+pub const INIT_NETNS: &str = "/proc/1/ns/net";
 
 /// `IFNAMSIZ`: a name must fit in 15 bytes plus the NUL.
 const IFNAMSIZ: usize = 16;
@@ -57,6 +68,12 @@ pub struct Snapshot {
     /// The loaded iptables tables.
     pub tables: BTreeMap<Table, FwTable>,
     pub sysctls: BTreeMap<String, String>,
+    /// Bridge ports: port name -> its bridge (`IFLA_MASTER`).
+    pub masters: BTreeMap<String, String>,
+    /// The bridge ports in hairpin mode.
+    pub hairpin: BTreeSet<String>,
+    /// Veth ends of this namespace -> their peer.
+    pub peers: BTreeMap<String, VethPeer>,
 }
 
 type Fail = (OpsErrorKind, Box<dyn Error + Send + Sync + 'static>);
@@ -89,6 +106,17 @@ struct State {
     sysctls: BTreeMap<String, String>,
     log: Vec<CallRecord>,
     faults: Faults,
+    /// The path this namespace is known by (what the other end of a veth records).
+    path: PathBuf,
+    /// Namespaces reachable by path from here, as `open(path)` + `setns` would find them.
+    netns: BTreeMap<PathBuf, NsRef>,
+    /// Bridge ports by name.
+    ports: BTreeMap<String, Port>,
+    /// Veth ends by name.
+    veths: BTreeMap<String, VethEnd>,
+    /// Bridges whose MTU was changed by `set_mtu` (`BROPT_MTU_SET_BY_USER`): the kernel no
+    /// longer tunes their MTU to their ports'. Not part of the snapshot: no read shows it.
+    mtu_set_by_user: BTreeSet<String>,
 }
 
 impl State {
@@ -107,6 +135,11 @@ impl State {
                 .collect(),
             log: Vec::new(),
             faults: Faults::default(),
+            path: PathBuf::from(INIT_NETNS),
+            netns: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            veths: BTreeMap::new(),
+            mtu_set_by_user: BTreeSet::new(),
         };
         st.insert_link(LinkInfo {
             name: "lo".to_owned(),
@@ -155,6 +188,11 @@ impl State {
     fn insert_link(&mut self, mut link: LinkInfo) {
         if let Ok(i) = self.find(&link.name) {
             self.links.remove(i);
+            // A replaced link is a new device: it is nobody's port or peer.
+            self.ports
+                .retain(|name, p| *name != link.name && p.master != link.name);
+            self.veths.remove(&link.name);
+            self.mtu_set_by_user.remove(&link.name);
         }
         if link.index == 0 || self.links.iter().any(|l| l.index == link.index) {
             link.index = self.next_index;
@@ -206,6 +244,22 @@ impl State {
             routes: self.routes(),
             tables: self.tables.clone(),
             sysctls: self.sysctls.clone(),
+            masters: self
+                .ports
+                .iter()
+                .map(|(name, p)| (name.clone(), p.master.clone()))
+                .collect(),
+            hairpin: self
+                .ports
+                .iter()
+                .filter(|(_, p)| p.hairpin)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            peers: self
+                .veths
+                .iter()
+                .map(|(name, end)| (name.clone(), end.as_peer()))
+                .collect(),
         }
     }
 
@@ -299,7 +353,18 @@ impl State {
                     format!("invalid argument: mtu {mtu}"),
                 ));
             }
-            st.links[i].mtu = mtu;
+            // dev_set_mtu() returns early when nothing changes, so only a real change
+            // reaches br_change_mtu() and marks a bridge's MTU as the user's.
+            if st.links[i].mtu != mtu {
+                st.links[i].mtu = mtu;
+                if st.links[i].kind.as_deref() == Some("bridge") {
+                    st.mtu_set_by_user.insert(link.to_owned());
+                }
+                // NETDEV_CHANGEMTU on a port re-tunes its bridge.
+                if let Some(master) = st.ports.get(link).map(|p| p.master.clone()) {
+                    st.bridge_mtu_auto_adjust(&master);
+                }
+            }
             Ok(())
         })
     }
@@ -307,7 +372,16 @@ impl State {
     fn set_up(&mut self, link: &str) -> Result<(), OpsError> {
         self.call(Call::SetUp(link.to_owned()), |st| {
             let i = st.find(link)?;
-            st.links[i].up = true;
+            let l = &mut st.links[i];
+            // NETDEV_UP on loopback gives it 127.0.0.1/8 (inetdev_event), which is how `lo` of
+            // a fresh namespace gets its address.
+            if !l.up && l.name == "lo" {
+                let lo = Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).unwrap_or_default();
+                if !l.addrs.contains(&lo) {
+                    l.addrs.push(lo);
+                }
+            }
+            l.up = true;
             Ok(())
         })
     }
@@ -324,23 +398,23 @@ impl State {
         })
     }
 
-    fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
-        self.call(Call::DeleteLink(link.to_owned()), |st| {
-            let i = st.find(link)?;
-            // rtnetlink cannot delete loopback or a physical device (EOPNOTSUPP).
-            if st.links[i].kind.is_none() {
-                return Err(fail(
-                    OpsErrorKind::Other,
-                    format!("operation not supported: {link} is not a virtual link"),
-                ));
-            }
-            let gone = st.links.remove(i);
-            st.static_routes.retain(|r| r.oif != Some(gone.index));
-            for (k, _) in link_sysctls(&gone.name, "") {
-                st.sysctls.remove(&k);
-            }
-            Ok(())
-        })
+    /// Removes link `i` and everything that hangs off it in this namespace: its routes, its
+    /// sysctls, its bridge port (re-tuning the bridge's MTU) or, for a bridge, its ports.
+    /// Returns its veth record so that the caller can remove the peer, wherever it is.
+    fn remove_link_at(&mut self, i: usize) -> Option<VethEnd> {
+        let gone = self.links.remove(i);
+        self.static_routes.retain(|r| r.oif != Some(gone.index));
+        for (k, _) in link_sysctls(&gone.name, "") {
+            self.sysctls.remove(&k);
+        }
+        self.mtu_set_by_user.remove(&gone.name);
+        // Deleting a bridge releases its ports (br_dev_delete -> del_nbp for each).
+        self.ports.retain(|_, p| p.master != gone.name);
+        // Deleting a port takes it off its bridge, which re-tunes its MTU (br_del_if).
+        if let Some(port) = self.ports.remove(&gone.name) {
+            self.bridge_mtu_auto_adjust(&port.master);
+        }
+        self.veths.remove(&gone.name)
     }
 
     // ---- FirewallOps ----
@@ -425,8 +499,13 @@ impl State {
 /// `nat` tables, and sysctls, with a log of every call and injectable faults.
 ///
 /// `FakeHost` is a cheap handle: clones share one state. It implements [`LinkOps`],
-/// [`FirewallOps`] and [`SysctlOps`] itself, and [`FakeHost::ops`] hands out one handle per
-/// trait for code that needs three `&mut` at once. See the crate docs for an example.
+/// [`FirewallOps`], [`SysctlOps`] and [`AttachOps`] itself, and [`FakeHost::ops`] hands out one
+/// handle per trait for code that needs three `&mut` at once ([`FakeLink`] does `AttachOps`
+/// too). See the crate docs for an example.
+///
+/// Each `FakeHost` is one network namespace. [`FakeHost::new_netns`] makes a container's,
+/// and [`FakeHost::with_netns`] registers it under a path so that `create_veth` can put a
+/// peer in it; deleting either end of a veth deletes both, across namespaces too.
 ///
 /// Builder methods (`with_*`) and inspectors (`link`, `rules`, `sysctl`, `snapshot`) are not
 /// recorded as calls and ignore faults; only trait calls are.
@@ -448,6 +527,21 @@ impl FakeHost {
         FakeHost {
             state: Arc::new(Mutex::new(State::new())),
         }
+    }
+
+    /// A network namespace as `unshare -n` or `ip netns add` leaves it: `lo` (index 1) down and
+    /// without an address until it is brought up; otherwise as [`FakeHost::new`]. Register it
+    /// with [`FakeHost::with_netns`] so that a veth peer can be created in it.
+    pub fn new_netns() -> Self {
+        let host = FakeHost::new();
+        {
+            let mut st = host.st();
+            if let Some(lo) = st.links.iter_mut().find(|l| l.name == "lo") {
+                lo.up = false;
+                lo.addrs.clear();
+            }
+        }
+        host
     }
 
     /// One handle per trait, all sharing this host's state.
@@ -543,6 +637,25 @@ impl FakeHost {
         Ok(self)
     }
 
+    /// Registers the network namespace `ns` under `path` (e.g. `/proc/4242/ns/net`), so that
+    /// [`AttachOps::create_veth`] with that `peer_netns` creates the peer in `ns`. `ns` is
+    /// from then on known by `path` (the last registration wins): its veth ends record this
+    /// host under [`INIT_NETNS`] (or the path this host was itself registered under), and this
+    /// host's ends record `ns` under `path`. Registering a host in itself makes `path` an
+    /// alias of its own namespace.
+    pub fn with_netns(self, path: impl Into<PathBuf>, ns: FakeHost) -> Self {
+        let path = path.into();
+        let entry = if Arc::ptr_eq(&self.state, &ns.state) {
+            NsRef::Own
+        } else {
+            // Not nested with our own lock: see `netns` on lock order.
+            ns.st().path = path.clone();
+            NsRef::Other(ns)
+        };
+        self.st().netns.insert(path, entry);
+        self
+    }
+
     /// Unloads a table: `save` returns an empty listing until a batch or policy loads it again
     /// (as the kernel loads `iptable_nat` on first use).
     pub fn without_table(self, table: Table) -> Self {
@@ -578,6 +691,35 @@ impl FakeHost {
 
     pub fn sysctl(&self, key: &str) -> Option<String> {
         self.st().sysctls.get(key).cloned()
+    }
+
+    /// The namespace registered under `path` (a handle sharing its state).
+    pub fn netns(&self, path: impl AsRef<std::path::Path>) -> Option<FakeHost> {
+        match self.st().netns.get(path.as_ref()) {
+            Some(NsRef::Own) => Some(self.clone()),
+            Some(NsRef::Other(ns)) => Some(ns.clone()),
+            None => None,
+        }
+    }
+
+    /// The path this namespace is known by: [`INIT_NETNS`] unless registered elsewhere.
+    pub fn netns_path(&self) -> PathBuf {
+        self.st().path.clone()
+    }
+
+    /// The bridge `link` is a port of.
+    pub fn master(&self, link: &str) -> Option<String> {
+        self.st().ports.get(link).map(|p| p.master.clone())
+    }
+
+    /// Whether `link` is a bridge port in hairpin mode.
+    pub fn hairpin(&self, link: &str) -> bool {
+        self.st().ports.get(link).is_some_and(|p| p.hairpin)
+    }
+
+    /// The other end of the veth `link`.
+    pub fn peer(&self, link: &str) -> Option<VethPeer> {
+        self.st().veths.get(link).map(VethEnd::as_peer)
     }
 
     /// Everything observable, for equality checks.
@@ -723,7 +865,28 @@ macro_rules! impl_link_ops {
                 self.st().set_down(link)
             }
             fn delete_link(&mut self, link: &str) -> Result<(), OpsError> {
-                self.st().delete_link(link)
+                // May delete a veth peer in another namespace: needs both locks.
+                netns::delete_link(&self.state, link)
+            }
+        }
+    };
+}
+
+macro_rules! impl_attach_ops {
+    ($ty:ty) => {
+        impl AttachOps for $ty {
+            fn create_veth(&mut self, spec: &VethSpec) -> Result<(), OpsError> {
+                // Creates the peer in another namespace: needs both locks.
+                netns::create_veth(&self.state, spec)
+            }
+            fn set_master(&mut self, link: &str, master: &str) -> Result<(), OpsError> {
+                self.st().set_master(link, master)
+            }
+            fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError> {
+                self.st().set_hairpin(link, on)
+            }
+            fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
+                self.st().add_route(route)
             }
         }
     };
@@ -769,6 +932,8 @@ impl_firewall_ops!(FakeFirewall);
 impl_firewall_ops!(FakeHost);
 impl_sysctl_ops!(FakeSysctl);
 impl_sysctl_ops!(FakeHost);
+impl_attach_ops!(FakeLink);
+impl_attach_ops!(FakeHost);
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! Test doubles for netcore's host traits ([`LinkOps`](netcore::ops::LinkOps),
-//! [`FirewallOps`](netcore::ops::FirewallOps), [`SysctlOps`](netcore::ops::SysctlOps)).
+//! [`FirewallOps`](netcore::ops::FirewallOps), [`SysctlOps`](netcore::ops::SysctlOps),
+//! [`AttachOps`](netcore::ops::AttachOps)).
 //!
 //! Two kinds, for two kinds of test:
 //!
@@ -19,12 +20,19 @@
 //!   main table while its link is up (so after `add_addr` + `set_up`), and goes with the
 //!   address or the link. Firewall batches are `iptables-restore --noflush` bodies, applied
 //!   all or nothing; rules are stored in `iptables-save`'s canonical form (see [`iptables`]).
+//! - **Namespaces and containers**: each `FakeHost` is one network namespace.
+//!   [`FakeHost::new_netns`] is a container's (`lo` down, no address until it is up), and
+//!   [`FakeHost::with_netns`] registers one under a path so that `create_veth` puts the peer
+//!   there. Deleting either end of a veth deletes both, across namespaces. `set_master` makes
+//!   bridge ports (a bridge's MTU follows its ports' unless `set_mtu` set it, as in the kernel);
+//!   `add_route` needs the gateway on a connected network ("Network is unreachable").
 //! - **Recording**: every trait call is logged as a [`Call`] ([`FakeHost::calls`],
 //!   [`FakeHost::mutations`], [`FakeHost::history`], [`FakeHost::clear_calls`]).
 //! - **Faults**: [`FakeHost::fail_nth`] fails the nth call of one [`Op`],
 //!   [`FakeHost::fail_nth_mutation`] the nth call that could change the host; a failed call
 //!   changes nothing.
-//! - **Snapshots**: [`FakeHost::snapshot`] is the whole state as a comparable value.
+//! - **Snapshots**: [`FakeHost::snapshot`] is the whole state of one namespace as a comparable
+//!   value, bridge ports, hairpin flags and veth peers included.
 //!
 //! The host is a cheap handle (clones share the state). Code that takes three `&mut impl`
 //! trait objects at once gets one handle per trait from [`FakeHost::ops`].
@@ -106,7 +114,7 @@ pub mod iptables;
 mod mocks;
 mod record;
 
-pub use host::{FakeFirewall, FakeHost, FakeLink, FakeSysctl, Snapshot};
+pub use host::{FakeFirewall, FakeHost, FakeLink, FakeSysctl, INIT_NETNS, Snapshot, VethPeer};
 pub use iptables::{FwTable, RestoreError, RestoreErrorReason, Rule, SaveTextError};
 pub use mocks::{MockFirewallOps, MockLinkOps, MockSysctlOps};
 pub use record::{Call, CallRecord, InjectedFault, Op};

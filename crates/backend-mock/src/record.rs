@@ -4,7 +4,7 @@ use std::fmt;
 
 use ipnet::Ipv4Net;
 use netcore::firewall::{Batch, Policy, Table};
-use netcore::ops::{BridgeSpec, OpsErrorKind};
+use netcore::ops::{BridgeSpec, OpsErrorKind, RouteV4, VethSpec};
 
 /// One trait method, without its arguments: what [`crate::FakeHost::fail_nth`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,11 +23,15 @@ pub enum Op {
     SetPolicy,
     SysctlRead,
     SysctlWrite,
+    CreateVeth,
+    SetMaster,
+    SetHairpin,
+    AddRoute,
 }
 
 impl Op {
-    /// Every operation, in trait order.
-    pub const ALL: [Op; 14] = [
+    /// Every operation, in trait order (`LinkOps`, `FirewallOps`, `SysctlOps`, `AttachOps`).
+    pub const ALL: [Op; 18] = [
         Op::Links,
         Op::RoutesV4,
         Op::CreateBridge,
@@ -42,9 +46,13 @@ impl Op {
         Op::SetPolicy,
         Op::SysctlRead,
         Op::SysctlWrite,
+        Op::CreateVeth,
+        Op::SetMaster,
+        Op::SetHairpin,
+        Op::AddRoute,
     ];
 
-    /// Whether the operation can change the host (everything but the three reads).
+    /// Whether the operation can change the host (everything but the four reads).
     pub fn is_mutating(self) -> bool {
         !matches!(self, Op::Links | Op::RoutesV4 | Op::FwSave | Op::SysctlRead)
     }
@@ -72,6 +80,13 @@ pub enum Call {
     SysctlRead(String),
     /// `(key, value)`
     SysctlWrite(String, String),
+    CreateVeth(VethSpec),
+    /// `(link, master)`
+    SetMaster(String, String),
+    /// `(link, on)`
+    SetHairpin(String, bool),
+    /// The route as given (`oif` is usually `None`; the host resolves it).
+    AddRoute(RouteV4),
 }
 
 impl Call {
@@ -91,6 +106,10 @@ impl Call {
             Call::SetPolicy(..) => Op::SetPolicy,
             Call::SysctlRead(_) => Op::SysctlRead,
             Call::SysctlWrite(..) => Op::SysctlWrite,
+            Call::CreateVeth(_) => Op::CreateVeth,
+            Call::SetMaster(..) => Op::SetMaster,
+            Call::SetHairpin(..) => Op::SetHairpin,
+            Call::AddRoute(_) => Op::AddRoute,
         }
     }
 
@@ -119,6 +138,34 @@ impl fmt::Display for Call {
             }
             Call::SysctlRead(key) => write!(f, "read sysctl {key}"),
             Call::SysctlWrite(key, value) => write!(f, "write {value} to sysctl {key}"),
+            Call::CreateVeth(spec) => write!(
+                f,
+                "create veth {} with peer {} in {}",
+                spec.host,
+                spec.peer,
+                spec.peer_netns.display()
+            ),
+            Call::SetMaster(link, master) => write!(f, "set master of {link} to {master}"),
+            Call::SetHairpin(link, on) => {
+                write!(
+                    f,
+                    "set hairpin {} on {link}",
+                    if *on { "on" } else { "off" }
+                )
+            }
+            Call::AddRoute(route) => {
+                match route.dst {
+                    Some(dst) => write!(f, "add route {dst}")?,
+                    None => write!(f, "add route default")?,
+                }
+                if let Some(gw) = route.gateway {
+                    write!(f, " via {gw}")?;
+                }
+                if let Some(oif) = route.oif {
+                    write!(f, " dev index {oif}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

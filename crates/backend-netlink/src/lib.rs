@@ -404,12 +404,15 @@ impl LinkOps for NetlinkLinks {
         // SIOCBRADDBR then SIOCSIFHWADDR; setting IFLA_ADDRESS at creation has the same effect
         // (the kernel marks it NET_ADDR_SET, so the bridge never adopts a port's MAC,
         // moby/moby#3200) without a window in which the bridge has a kernel-chosen MAC.
+        //
+        // The MTU is NOT sent at creation: an IFLA_MTU in RTM_NEWLINK is stored without going
+        // through the bridge's ndo_change_mtu, so the kernel does not mark it as set by the
+        // user and `br_mtu_auto_adjust` would move it with the ports (e.g. back to 1500 when
+        // the last container leaves). A separate change pins it, as the ioctl backend's
+        // SIOCSIFMTU and modern Docker's LinkSetMTU do.
         let mut msg = link_by_name(&spec.name);
         msg.attributes
             .push(LinkAttribute::Address(spec.mac.octets().to_vec()));
-        if let Some(mtu) = spec.mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(
                 InfoKind::Bridge,
@@ -417,7 +420,15 @@ impl LinkOps for NetlinkLinks {
         let req = self.handle.link().add(msg);
         self.run(|| format!("create bridge {}", spec.name), async move {
             req.execute().await.map_err(nl_error)
-        })
+        })?;
+        match spec.mtu {
+            // A new bridge starts at 1500 and an equal value would be a no-op (not pinned).
+            Some(mtu) if mtu != 1500 => self.set_mtu(&spec.name, mtu).inspect_err(|_| {
+                // Leave nothing half-made.
+                let _ = self.delete_link(&spec.name);
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn add_addr(&mut self, link: &str, addr: Ipv4Net) -> Result<(), OpsError> {
