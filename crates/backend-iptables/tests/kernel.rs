@@ -293,3 +293,60 @@ fn detect_matches_the_host_iptables() {
     assert_eq!(ipt.flavor(), expected, "{version}");
     assert_eq!(ipt.tools().restore, "iptables-restore");
 }
+
+#[test]
+fn batches_for_several_tables_go_in_one_restore_and_tables_come_back_in_one_save() {
+    if !testns::can_run_kernel_tests("batches_for_several_tables") {
+        return;
+    }
+    for flavor in FLAVORS {
+        testns::in_netns(move || {
+            let mut ipt = Iptables::new(flavor);
+            let nat = batch(
+                Table::Nat,
+                &[
+                    ":DOCKER - [0:0]",
+                    "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+                ],
+            );
+            let filter = batch(
+                Table::Filter,
+                &[":DOCKER - [0:0]", "-A FORWARD -o docker0 -j DOCKER"],
+            );
+            ipt.apply_batches(&[nat, filter]).unwrap();
+            let direct = [saved(flavor, Table::Filter), saved(flavor, Table::Nat)];
+            assert!(
+                direct[0].contains("-A FORWARD -o docker0 -j DOCKER"),
+                "{flavor}"
+            );
+            assert!(direct[1].contains("-A PREROUTING -m addrtype"), "{flavor}");
+            let both = ipt.save_tables(&[Table::Filter, Table::Nat]).unwrap();
+            assert_eq!(
+                both.iter().map(|t| strip_comments(t)).collect::<Vec<_>>(),
+                direct,
+                "{flavor}"
+            );
+
+            // A bad line in the second table's batch: the error names it.
+            let ok = batch(Table::Nat, &["-A DOCKER -j RETURN"]);
+            let bad = batch(Table::Filter, &["-A DOCKER --no-such-option"]);
+            let err = ipt.apply_batches(&[ok, bad]).unwrap_err().to_string();
+            assert!(err.contains("--no-such-option"), "{flavor}: {err}");
+        });
+    }
+}
+
+#[test]
+fn save_tables_fills_in_tables_the_kernel_does_not_have_yet() {
+    if !testns::can_run_kernel_tests("save_tables_fills_in") {
+        return;
+    }
+    for flavor in FLAVORS {
+        testns::in_netns(move || {
+            let mut ipt = Iptables::new(flavor);
+            let both = ipt.save_tables(&[Table::Filter, Table::Nat]).unwrap();
+            assert_eq!(strip_comments(&both[0]), FRESH_FILTER, "{flavor}");
+            assert_eq!(strip_comments(&both[1]), FRESH_NAT, "{flavor}");
+        });
+    }
+}

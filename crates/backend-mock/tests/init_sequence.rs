@@ -474,7 +474,8 @@ fn a_failing_read_changes_nothing_and_names_what_failed() {
     host.fail_nth(Op::FwSave, 2);
     let err = run_init(&host, &default_config(), "").expect_err("read fails");
     assert!(
-        err.to_string().starts_with("read iptables table nat"),
+        err.to_string()
+            .starts_with("read iptables tables filter and nat: iptables-save -t nat"),
         "{err}"
     );
     assert!(host.mutations().is_empty());

@@ -177,6 +177,7 @@ pub fn run_once(dockerd: &Path, dir: PathBuf) -> Result<DockerSample> {
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         Ok(DockerSample { network, to_api })
     })
+    .map(|(sample, _netns)| sample)
 }
 
 fn tail(text: &str) -> String {

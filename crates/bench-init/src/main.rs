@@ -11,6 +11,15 @@
 //! 3. **whole process**: `dockerd-net init` (release build), spawn to exit, from a thread in
 //!    a fresh namespace, which the child inherits.
 //!
+//! 1 and 3 run in two scenarios: the fresh namespace as is (forwarding off, so init also
+//! turns it on and sets FORWARD to DROP: the full init, the headline figure) and with
+//! `ip_forward` already 1 (init then leaves forwarding and the policy alone).
+//!
+//! Each run's namespace is kept alive until the end of its batch (see
+//! [`measure::in_fresh_netns`]), so the kernel's teardown of one run's namespace does not
+//! land in the next run; `--no-keep-netns` shows the difference. For context, one RCU grace
+//! period is timed too: it is what `iptables -P` waits for on nf_tables.
+//!
 //! Optionally (`--docker-runs`, default 5, when Debian's dockerd is installed) Docker 20.10's
 //! own network start-up, for comparison; see [`docker`].
 //!
@@ -31,11 +40,72 @@ use clap::Parser;
 use netcore::config::Config;
 use serde::Serialize;
 
-use crate::measure::{Backend, Inputs};
+use crate::measure::{Backend, Inputs, Scenario};
 use crate::stats::{Series, Summary};
 
 /// The target for the whole init, in process.
 const TARGET_US: f64 = 5_000.0;
+
+/// The whole-process metric.
+const WHOLE: &str = "dockerd-net init: spawn to exit";
+
+/// Namespaces kept alive at most before a pause to release them (each holds a descriptor).
+const KEEP_AT_MOST: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    InProcess,
+    Breakdown,
+    WholeProcess,
+}
+
+impl Kind {
+    fn scenarios(self) -> &'static [Scenario] {
+        match self {
+            Kind::Breakdown => &[Scenario::Fresh],
+            Kind::InProcess | Kind::WholeProcess => &[Scenario::Fresh, Scenario::ForwardingOn],
+        }
+    }
+}
+
+/// Lets the kept namespaces go and waits until the kernel has torn them down, judged by the
+/// `net_namespace` slab no longer shrinking (a fixed pause where /proc/slabinfo is closed).
+fn release_and_settle(graveyard: &mut Vec<measure::NetnsHandle>) {
+    if graveyard.is_empty() {
+        return;
+    }
+    graveyard.clear();
+    let Some(mut last) = netns_objects() else {
+        std::thread::sleep(Duration::from_secs(2));
+        return;
+    };
+    let started = Instant::now();
+    let mut stable_since = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = netns_objects().unwrap_or(last);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
+    }
+}
+
+/// Active objects of the `net_namespace` slab.
+fn netns_objects() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +125,10 @@ struct Args {
     /// Runs of Docker's own dockerd for comparison (0: none; skipped when not installed)
     #[arg(long, default_value_t = 5)]
     docker_runs: usize,
+    /// Let each run's namespace die as soon as its run ends (the kernel's teardown then
+    /// overlaps the next run; for comparison only)
+    #[arg(long)]
+    no_keep_netns: bool,
     /// Where to write the JSON summary [default: <workspace>/target/bench/init.json]
     #[arg(long)]
     json: Option<PathBuf>,
@@ -94,6 +168,9 @@ struct BackendReport {
     /// Median of `dockerd-net init`, spawn to exit.
     whole_process_median_us: f64,
     meets_target: bool,
+    /// The same two medians when `ip_forward` was already 1 (no forwarding/policy steps).
+    in_process_median_forwarding_on_us: f64,
+    whole_process_median_forwarding_on_us: f64,
     in_process: Vec<Metric>,
     breakdown: Vec<Metric>,
     whole_process: Vec<Metric>,
@@ -114,6 +191,12 @@ struct Report {
     kernel: String,
     iptables: String,
     cpus: usize,
+    /// Namespaces kept alive during a batch (see `measure::in_fresh_netns`).
+    keep_netns: bool,
+    load_before: String,
+    load_after: String,
+    /// One RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`), for context.
+    rcu_grace_period: Option<Summary>,
     backends: Vec<BackendReport>,
     docker: Option<DockerReport>,
 }
@@ -157,52 +240,73 @@ fn run(args: Args) -> Result<()> {
     };
     let scratch = root.join("target/bench/scratch");
     let total = args.warmup + args.runs;
+    let load_before = loadavg();
 
     eprintln!(
-        "bench-init: {} warm-up + {} measured runs per backend and measurement",
+        "bench-init: {} warm-up + {} measured runs per backend, scenario and measurement",
         args.warmup, args.runs
     );
     let started = Instant::now();
-    for kind in ["in-process", "breakdown", "whole-process"] {
+    let mut graveyard: Vec<measure::NetnsHandle> = Vec::new();
+    for kind in [Kind::InProcess, Kind::Breakdown, Kind::WholeProcess] {
         for i in 0..total {
             let record = i >= args.warmup;
             let verify = i == 0;
-            // Alternate which backend goes first.
-            let order: Vec<usize> = if i % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+            // Alternate which backend goes first, so a drift of the machine hits both alike.
+            let order: [usize; 2] = if i % 2 == 0 { [0, 1] } else { [1, 0] };
             for b in order {
-                let p = &mut per[b];
-                let what = || format!("{kind} run {i} ({})", p.backend.name());
-                match kind {
-                    "in-process" => {
-                        let s = measure::in_process(p.backend, &inputs, i).with_context(what)?;
-                        if record {
-                            p.in_process.extend(&s);
+                for &scenario in kind.scenarios() {
+                    let p = &mut per[b];
+                    let what = || format!("{kind:?} run {i} ({}, {scenario:?})", p.backend.name());
+                    let netns = match kind {
+                        Kind::InProcess => {
+                            let (s, ns) = measure::in_process(p.backend, scenario, &inputs, i)
+                                .with_context(what)?;
+                            if record {
+                                p.in_process.extend(&s);
+                            }
+                            ns
                         }
-                    }
-                    "breakdown" => {
-                        let s =
-                            measure::breakdown(p.backend, &inputs, i, verify).with_context(what)?;
-                        if record {
-                            p.breakdown.extend(&s);
+                        Kind::Breakdown => {
+                            let (s, ns) =
+                                measure::breakdown(p.backend, &inputs, i).with_context(what)?;
+                            if record {
+                                p.breakdown.extend(&s);
+                            }
+                            ns
                         }
-                    }
-                    _ => {
-                        let dir = scratch.join(format!("{}-{i}", p.backend.name()));
-                        let d =
-                            measure::whole_process(&p.binary, dir, verify).with_context(what)?;
-                        if record {
-                            p.whole.push("dockerd-net init: spawn to exit", d);
+                        Kind::WholeProcess => {
+                            let dir = scratch.join(format!("{}-{i}", p.backend.name()));
+                            let (d, ns) = measure::whole_process(&p.binary, scenario, dir, verify)
+                                .with_context(what)?;
+                            if record {
+                                p.whole.push(&format!("{WHOLE}{}", scenario.suffix()), d);
+                            }
+                            ns
                         }
+                    };
+                    if args.no_keep_netns {
+                        drop(netns);
+                    } else {
+                        graveyard.push(netns);
                     }
                 }
             }
+            if graveyard.len() >= KEEP_AT_MOST {
+                release_and_settle(&mut graveyard);
+            }
         }
+        release_and_settle(&mut graveyard);
         eprintln!(
-            "bench-init: {kind} done ({:.1} s so far)",
+            "bench-init: {kind:?} done ({:.1} s so far)",
             started.elapsed().as_secs_f64()
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
+    let load_after = loadavg();
+    let rcu: Vec<Duration> = (0..args.runs.min(50))
+        .map_while(|_| measure::rcu_grace_period())
+        .collect();
 
     let docker = match (args.docker_runs, docker::find()) {
         (0, _) => None,
@@ -225,6 +329,10 @@ fn run(args: Args) -> Result<()> {
             .to_owned(),
         iptables: command_output("iptables", &["--version"]),
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        keep_netns: !args.no_keep_netns,
+        load_before,
+        load_after,
+        rcu_grace_period: Summary::of(&rcu),
         backends: per.iter().map(backend_report).collect(),
         docker,
     };
@@ -285,13 +393,21 @@ fn median_of(metrics: &[Metric], name: &str) -> f64 {
 fn backend_report(p: &PerBackend) -> BackendReport {
     let in_process = metrics(&p.in_process);
     let whole_process = metrics(&p.whole);
-    let in_process_median_us = median_of(&in_process, "total: gather+plan+apply");
+    let in_process_median_us = median_of(&in_process, measure::TOTAL);
     BackendReport {
         backend: p.backend.name(),
         binary: p.binary.display().to_string(),
         in_process_median_us,
-        whole_process_median_us: median_of(&whole_process, "dockerd-net init: spawn to exit"),
+        whole_process_median_us: median_of(&whole_process, WHOLE),
         meets_target: in_process_median_us < TARGET_US,
+        in_process_median_forwarding_on_us: median_of(
+            &in_process,
+            &format!("{}{}", measure::TOTAL, Scenario::ForwardingOn.suffix()),
+        ),
+        whole_process_median_forwarding_on_us: median_of(
+            &whole_process,
+            &format!("{WHOLE}{}", Scenario::ForwardingOn.suffix()),
+        ),
         in_process,
         breakdown: metrics(&p.breakdown),
         whole_process,
@@ -302,9 +418,12 @@ fn ms(us: f64) -> String {
     format!("{:.3}", us / 1000.0)
 }
 
+/// Width of the metric column, enough for the longest metric name.
+const NAME_WIDTH: usize = 48;
+
 fn row(name: &str, backend: &str, s: &Summary) {
     println!(
-        "{name:<36} {backend:<8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{name:<NAME_WIDTH$} {backend:<8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         ms(s.median_us),
         ms(s.p10_us),
         ms(s.p90_us),
@@ -316,7 +435,7 @@ fn row(name: &str, backend: &str, s: &Summary) {
 fn section(title: &str, report: &Report, pick: impl Fn(&BackendReport) -> &Vec<Metric>) {
     println!("\n{title}");
     println!(
-        "{:<36} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<NAME_WIDTH$} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "metric (ms)", "backend", "median", "p10", "p90", "min", "max"
     );
     // Metric by metric, the backends side by side.
@@ -338,9 +457,12 @@ fn print_table(report: &Report) {
         report.runs, report.warmup
     );
     println!(
-        "kernel {}, {}, {} CPUs",
-        report.kernel, report.iptables, report.cpus
+        "kernel {}, {}, {} CPUs, load average {} before / {} after",
+        report.kernel, report.iptables, report.cpus, report.load_before, report.load_after
     );
+    if !report.keep_netns {
+        println!("namespaces freed after each run: their teardown overlaps the next run");
+    }
     section(
         "1. in process (thread just unshared; namespace creation untimed)",
         report,
@@ -356,6 +478,10 @@ fn print_table(report: &Report) {
         report,
         |b| &b.whole_process,
     );
+    if let Some(g) = &report.rcu_grace_period {
+        println!("\ncontext: the kernel");
+        row("RCU grace period (membarrier)", "kernel", g);
+    }
     if let Some(d) = &report.docker {
         println!(
             "\n4. for comparison: {} ({} starts)",
@@ -380,6 +506,11 @@ fn print_table(report: &Report) {
                 "MISSES target"
             },
             ms(b.whole_process_median_us),
+        );
+        println!(
+            "           with ip_forward already 1: in process {} ms, whole process {} ms",
+            ms(b.in_process_median_forwarding_on_us),
+            ms(b.whole_process_median_forwarding_on_us),
         );
         // What dominates: the breakdown's individual parts, by median, largest first.
         let mut parts: Vec<&Metric> = b.breakdown.iter().filter(|m| is_leaf(&m.name)).collect();

@@ -5,6 +5,7 @@
 //! what a freshly booted host looks like to init. Namespace creation is outside every timed
 //! region; the namespace, its bridge and its rules vanish when the thread ends.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -17,7 +18,6 @@ use netcore::config::Config;
 use netcore::firewall::{Listing, Table};
 use netcore::init::{self, HostFacts, Plan, Step};
 use netcore::ops::{FirewallOps, IP_FORWARD, LinkOps, OpsError, SysctlOps};
-use netcore::resolvconf;
 
 /// A run's timings, by name, in the order they happened.
 pub type Sample = Vec<(String, Duration)>;
@@ -57,6 +57,9 @@ pub struct Inputs {
     pub resolv_conf: String,
 }
 
+/// The headline metric: gather + plan + apply.
+pub const TOTAL: &str = "total: gather+plan+apply";
+
 /// The plan init makes for a fresh namespace, step by step. Every run checks its plan
 /// against this, so a figure can never come from a partial init (say, a namespace that
 /// already had the rules).
@@ -70,8 +73,20 @@ pub const FRESH_PLAN: [&str; 7] = [
     "iptables -P FORWARD DROP",
 ];
 
-/// Runs `f` on a new thread that has just moved into a fresh network namespace.
-pub fn in_fresh_netns<T, F>(f: F) -> Result<T>
+/// A network namespace kept alive after its thread ended: an open `/proc/thread-self/ns/net`.
+/// Dropping it lets the kernel tear the namespace down (asynchronously, in `cleanup_net`).
+pub type NetnsHandle = File;
+
+/// Runs `f` on a new thread that has just moved into a fresh network namespace; returns `f`'s
+/// result and a handle that keeps the namespace alive.
+///
+/// The handle exists so that the caller decides when namespaces die: the kernel destroys a
+/// namespace on a workqueue, taking `rtnl_lock` and waiting for RCU grace periods, and on a
+/// small machine that work lands in the middle of the next run (it showed as 30 ms outliers
+/// in bridge creation and in writing `ip_forward`, whose handler only `rtnl_trylock`s and
+/// restarts the syscall). Keeping a batch of namespaces alive and releasing them between
+/// batches keeps the measurements free of the benchmark's own garbage.
+pub fn in_fresh_netns<T, F>(f: F) -> Result<(T, NetnsHandle)>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
@@ -80,11 +95,48 @@ where
         .name("bench-netns".into())
         .spawn(move || {
             testns::unshare_net().context("unshare(CLONE_NEWNET) (the benchmark needs root)")?;
-            f()
+            let ns = File::open("/proc/thread-self/ns/net")
+                .context("opening /proc/thread-self/ns/net")?;
+            Ok((f()?, ns))
         })
         .context("spawning a benchmark thread")?
         .join()
         .map_err(|_| anyhow!("a benchmark thread panicked"))?
+}
+
+/// The state of the namespace before init runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// As created: forwarding off, so init also turns it on and sets FORWARD to DROP.
+    Fresh,
+    /// `ip_forward` already 1 (set untimed before the run), as on most hosts that route:
+    /// init then leaves forwarding and the FORWARD policy alone.
+    ForwardingOn,
+}
+
+impl Scenario {
+    /// The plan init must make in this scenario.
+    fn expected_plan(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Fresh => &FRESH_PLAN,
+            Scenario::ForwardingOn => &FRESH_PLAN[..5],
+        }
+    }
+
+    /// Appended to a metric's name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Scenario::Fresh => "",
+            Scenario::ForwardingOn => " [ip_forward already 1]",
+        }
+    }
+
+    fn prepare(self) -> Result<()> {
+        if self == Scenario::ForwardingOn {
+            ProcSys::new().write(IP_FORWARD, "1")?;
+        }
+        Ok(())
+    }
 }
 
 /// A MAC seed per run, so no two runs' bridges share an address (they never meet, but a
@@ -106,23 +158,30 @@ pub fn step_label(step: &Step) -> String {
     }
 }
 
-fn check_fresh_plan(plan: &Plan) -> Result<()> {
+fn check_plan(plan: &Plan, scenario: Scenario) -> Result<()> {
     let got: Vec<String> = plan.steps.iter().map(step_label).collect();
+    let want = scenario.expected_plan();
     ensure!(
-        got == FRESH_PLAN,
-        "init's plan in a fresh namespace was {got:?}, expected {FRESH_PLAN:?}: not a full init"
+        got == want,
+        "init's plan ({scenario:?}) was {got:?}, expected {want:?}: not a full init"
     );
     Ok(())
 }
 
 /// In-process: open the backends (timed apart), then `gather` + `plan` + `apply` exactly as
 /// `dockerd-net init` wires them.
-pub fn in_process(backend: Backend, inputs: &Inputs, run: usize) -> Result<Sample> {
+pub fn in_process(
+    backend: Backend,
+    scenario: Scenario,
+    inputs: &Inputs,
+    run: usize,
+) -> Result<(Sample, NetnsHandle)> {
     let Inputs {
         config,
         resolv_conf,
     } = inputs.clone();
     in_fresh_netns(move || {
+        scenario.prepare()?;
         let t = Instant::now();
         let mut link = backend.open()?;
         let open_link = t.elapsed();
@@ -140,18 +199,19 @@ pub fn in_process(backend: Backend, inputs: &Inputs, run: usize) -> Result<Sampl
         let applied = init::apply(&plan, &mut *link, &mut fw, &mut sys)?;
         let t3 = Instant::now();
 
-        check_fresh_plan(&plan)?;
+        check_plan(&plan, scenario)?;
         ensure!(
             applied.done.len() == plan.steps.len() && applied.warnings.is_empty(),
             "init did not apply every step: {applied:?}"
         );
+        let sfx = scenario.suffix();
         Ok(vec![
-            (format!("open: {} backend", backend.name()), open_link),
-            ("open: iptables detect".into(), open_fw),
-            ("gather".into(), t1 - t0),
-            ("plan".into(), t2 - t1),
-            ("apply".into(), t3 - t2),
-            ("total: gather+plan+apply".into(), t3 - t0),
+            (format!("open: {} backend{sfx}", backend.name()), open_link),
+            (format!("open: iptables detect{sfx}"), open_fw),
+            (format!("gather{sfx}"), t1 - t0),
+            (format!("plan{sfx}"), t2 - t1),
+            (format!("apply{sfx}"), t3 - t2),
+            (format!("{TOTAL}{sfx}"), t3 - t0),
         ])
     })
 }
@@ -164,11 +224,11 @@ fn timed<T>(sample: &mut Sample, name: &str, f: impl FnOnce() -> T) -> T {
     v
 }
 
-/// The same init taken apart: `gather`'s reads one by one (rebuilding the facts the way
-/// `HostFacts::gather` does), then `plan`, then the plan applied one step at a time through
-/// `init::apply`. With `verify`, the rebuilt facts are checked against `HostFacts::gather`
-/// (untimed), so the parts are known to be the whole.
-pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize, verify: bool) -> Result<Sample> {
+/// The same init taken apart: the reads `HostFacts::gather` makes, timed one by one, then
+/// `HostFacts::gather` itself (timed too; the plan is made from its facts, so this stays the
+/// real init whatever netcore reads), then `plan`, then the plan applied one step at a time
+/// through `init::apply`. The reads are idempotent, so doing them twice changes nothing.
+pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sample, NetnsHandle)> {
     let Inputs {
         config,
         resolv_conf,
@@ -179,38 +239,29 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize, verify: bool) ->
         let mut sys = ProcSys::new();
         let mut s = Sample::new();
 
-        let links = timed(&mut s, "gather: list links", || link.links())?;
-        let routes = timed(&mut s, "gather: list routes", || link.routes_v4())?;
-        let ip_forward = timed(&mut s, "gather: read ip_forward", || sys.read(IP_FORWARD))
-            .ok()
-            .map(|v| v.trim() == "1");
-        let mut save = |name: &str, table: Table| -> Result<Listing> {
+        timed(&mut s, "gather: list links", || link.links())?;
+        timed(&mut s, "gather: list routes", || link.routes_v4())?;
+        timed(&mut s, "gather: read ip_forward", || sys.read(IP_FORWARD))?;
+        for (name, table) in [
+            ("gather: iptables-save filter", Table::Filter),
+            ("gather: iptables-save nat", Table::Nat),
+        ] {
             let text = timed(&mut s, name, || fw.save(table))?;
-            Ok(Listing::parse(table, &text)?)
-        };
-        let filter = save("gather: iptables-save filter", Table::Filter)?;
-        let nat = save("gather: iptables-save nat", Table::Nat)?;
-        let facts = HostFacts {
-            links,
-            routes,
-            nameservers: resolvconf::nameservers(&resolv_conf),
-            ip_forward,
-            filter: Some(filter),
-            nat: Some(nat),
-        };
-        if verify {
-            let real = HostFacts::gather(&config, &resolv_conf, &mut *link, &mut fw, &mut sys)?;
-            ensure!(
-                real == facts,
-                "the step-by-step reads differ from HostFacts::gather: {facts:?} vs {real:?}"
-            );
+            timed(&mut s, &format!("gather: parse {table} listing"), || {
+                Listing::parse(table, &text)
+            })?;
         }
         let gather_sum: Duration = s.iter().map(|(_, d)| *d).sum();
+        let facts = timed(
+            &mut s,
+            "gather (HostFacts::gather, after the reads)",
+            || HostFacts::gather(&config, &resolv_conf, &mut *link, &mut fw, &mut sys),
+        )?;
 
         let plan = timed(&mut s, "plan", || {
             init::plan(&config, &facts, mac_seed(run))
         })?;
-        check_fresh_plan(&plan)?;
+        check_plan(&plan, Scenario::Fresh)?;
         let mut apply_sum = Duration::ZERO;
         let mut bridge_sum = Duration::ZERO;
         for step in &plan.steps {
@@ -247,9 +298,15 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize, verify: bool) ->
 /// Whole process: `dockerd-net init` spawned from a thread already in a fresh namespace (the
 /// child inherits it), timed from spawn to exit. The data root is made before and removed
 /// after the timed region. With `verify`, the bridge is looked up in the namespace afterwards.
-pub fn whole_process(bin: &Path, data_root: PathBuf, verify: bool) -> Result<Duration> {
+pub fn whole_process(
+    bin: &Path,
+    scenario: Scenario,
+    data_root: PathBuf,
+    verify: bool,
+) -> Result<(Duration, NetnsHandle)> {
     let bin = bin.to_path_buf();
     in_fresh_netns(move || {
+        scenario.prepare()?;
         if data_root.exists() {
             std::fs::remove_dir_all(&data_root)
                 .with_context(|| format!("removing {}", data_root.display()))?;
@@ -261,7 +318,7 @@ pub fn whole_process(bin: &Path, data_root: PathBuf, verify: bool) -> Result<Dur
             .arg(&data_root)
             .arg("init")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
 
         let t = Instant::now();
@@ -279,6 +336,17 @@ pub fn whole_process(bin: &Path, data_root: PathBuf, verify: bool) -> Result<Dur
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        // Its summary says what it did: the whole init, forwarding included or not.
+        let said = String::from_utf8_lossy(&out.stdout);
+        let forwarding =
+            said.contains("ip_forward to 1") && said.contains("FORWARD policy to DROP");
+        ensure!(
+            said.contains("bridge: created docker0")
+                && said.contains("in 2 iptables-restore batch(es)")
+                && forwarding == (scenario == Scenario::Fresh),
+            "{} init ({scenario:?}) did not do the expected init; it said:\n{said}",
+            bin.display()
+        );
         ensure!(
             data_root.join("init.json").is_file(),
             "{} init exited 0 but wrote no record",
@@ -295,4 +363,24 @@ pub fn whole_process(bin: &Path, data_root: PathBuf, verify: bool) -> Result<Dur
             .with_context(|| format!("removing {}", data_root.display()))?;
         Ok(elapsed)
     })
+}
+
+/// `MEMBARRIER_CMD_QUERY` and `MEMBARRIER_CMD_GLOBAL` (linux/membarrier.h).
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+/// How long one RCU grace period takes on this machine, for context: `membarrier(GLOBAL)` is
+/// implemented as a single `synchronize_rcu()`. nf_tables makes the process that changed a
+/// base chain's policy wait for one when it closes its netlink socket (see the report), so
+/// this is the floor under `iptables -P FORWARD DROP`. `None` where membarrier is missing.
+pub fn rcu_grace_period() -> Option<Duration> {
+    // SAFETY: membarrier takes two integers and touches no memory; QUERY only returns a mask.
+    let mask = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0) };
+    if mask < 0 || mask & libc::c_long::from(MEMBARRIER_CMD_GLOBAL) == 0 {
+        return None;
+    }
+    let t = Instant::now();
+    // SAFETY: as above; GLOBAL waits for a grace period and changes no state of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
+    (rc == 0).then(|| t.elapsed())
 }

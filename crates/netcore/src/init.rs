@@ -72,13 +72,25 @@ impl HostFacts {
                 .map(|v| v.trim() == "1")
         };
         let (filter, nat) = if config.iptables {
-            let mut read = |table: Table| -> Result<Listing, InitError> {
-                let text = fw
-                    .save(table)
-                    .map_err(InitError::read(format!("read iptables table {table}")))?;
-                Listing::parse(table, &text).map_err(InitError::Firewall)
-            };
-            (Some(read(Table::Filter)?), Some(read(Table::Nat)?))
+            let texts = fw
+                .save_tables(&[Table::Filter, Table::Nat])
+                .map_err(InitError::read("read iptables tables filter and nat"))?;
+            match texts.as_slice() {
+                [filter, nat] => (
+                    Some(Listing::parse(Table::Filter, filter)?),
+                    Some(Listing::parse(Table::Nat, nat)?),
+                ),
+                other => {
+                    return Err(InitError::Read {
+                        what: "read iptables tables filter and nat".into(),
+                        source: OpsError::new(
+                            "save iptables tables",
+                            crate::ops::OpsErrorKind::Other,
+                            format!("expected 2 listings, got {}", other.len()),
+                        ),
+                    });
+                }
+            }
         } else {
             (None, None)
         };
@@ -386,9 +398,41 @@ pub fn apply(
     let mut done: Vec<Step> = Vec::new();
     let mut warnings = Vec::new();
     let mut forward_failed = false;
-    for step in &plan.steps {
+    let mut i = 0;
+    while i < plan.steps.len() {
+        let step = &plan.steps[i];
+        i += 1;
         if forward_failed && matches!(step, Step::ForwardPolicy { .. }) {
             // We did not turn forwarding on, so there is nothing to protect with DROP.
+            continue;
+        }
+        if let Step::Firewall(first) = step {
+            // Consecutive firewall steps go to the backend together: one iptables-restore
+            // for all tables instead of one per table.
+            let mut group = vec![first.clone()];
+            while let Some(Step::Firewall(next)) = plan.steps.get(i) {
+                group.push(next.clone());
+                i += 1;
+            }
+            tracing::debug!(batches = group.len(), "init step: firewall");
+            if let Err(source) = fw.apply_batches(&group) {
+                // Some batches of the group may have been committed: undo each on its own
+                // (an undo of a batch that was not applied fails atomically, harmlessly).
+                for batch in group.iter().rev() {
+                    let _ = fw.apply(&firewall::undo_of(batch));
+                }
+                let rollback_errors = rollback(&done, link, fw, sys);
+                let tables: Vec<&str> = group.iter().map(|b| b.table.name()).collect();
+                return Err(InitError::Step {
+                    step: format!(
+                        "iptables-restore --noflush, tables {} (see --dry-run for the rules)",
+                        tables.join(", ")
+                    ),
+                    source,
+                    rollback_errors,
+                });
+            }
+            done.extend(group.into_iter().map(Step::Firewall));
             continue;
         }
         tracing::debug!(%step, "init step");
