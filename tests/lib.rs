@@ -524,7 +524,7 @@ pub fn set_ip_forward(on: bool) {
 }
 
 /// Everything dockerd-net may change in a namespace, read through `ip -j`, iptables-save and
-/// /proc: equal snapshots mean "the namespace is as it was".
+/// /proc (by child processes): equal snapshots mean "the namespace is as it was".
 #[derive(Debug, Clone, PartialEq)]
 pub struct NsState {
     pub links: Vec<LinkInfo>,
@@ -533,6 +533,9 @@ pub struct NsState {
     pub nat: String,
     pub forward_policy: String,
     pub ip_forward: String,
+    /// `route_localnet` of every `/proc/sys/net/ipv4/conf/*` entry (`all`, `default` and each
+    /// link), one `path:value` line each: hairpin mode (`--userland-proxy=false`) sets it.
+    pub route_localnet: String,
 }
 
 impl NsState {
@@ -544,6 +547,274 @@ impl NsState {
             nat: tables.save_table("nat"),
             forward_policy: tables.forward_policy(),
             ip_forward: ip_forward(),
+            route_localnet: testns::run(&[
+                "sh",
+                "-c",
+                "grep -H . /proc/sys/net/ipv4/conf/*/route_localnet",
+            ]),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon: `dockerd-net daemon` run as a child in the test's namespace, and raw HTTP/1.1
+// requests over its Unix socket (no HTTP client crate: the bytes on the wire are the test).
+// ---------------------------------------------------------------------------------------------
+
+/// A running `dockerd-net daemon`, started by [`Instance::start_daemon`]. Dropping it kills
+/// the process (SIGKILL) if it still runs.
+#[derive(Debug)]
+pub struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+/// A raw HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names in lower case, values trimmed.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status, self.body
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Instance {
+    /// The API socket the instance's daemon listens on (in its scratch directory).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
+    }
+
+    /// The `-H` value for [`Instance::socket`].
+    pub fn host_url(&self) -> String {
+        format!("unix://{}", path_str(&self.socket()))
+    }
+
+    /// Starts `dockerd-net [args] daemon` with this instance's data root, resolv.conf and
+    /// socket, and returns once it is ready: it has sent systemd's `READY=1` to a
+    /// `NOTIFY_SOCKET` datagram socket of the test's (which also checks that readiness
+    /// protocol) and answers `GET /v1/health`. Panics with the daemon's log if it exits or
+    /// is not ready within 60 s.
+    pub fn start_daemon(&self, args: &[&str]) -> Daemon {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.path().join(format!("daemon-{n}.log"));
+        let notify_path = self.dir.path().join(format!("notify-{n}.sock"));
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+            .unwrap_or_else(|e| panic!("bind {}: {e}", notify_path.display()));
+        notify
+            .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .expect("set_read_timeout");
+        let host = self.host_url();
+        let mut argv: Vec<&str> = vec!["-H", &host, "--log-level", "debug"];
+        argv.extend_from_slice(args);
+        argv.push("daemon");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
+        let err = out.try_clone().expect("clone log");
+        let mut cmd = self.command(&argv);
+        cmd.env("NOTIFY_SOCKET", &notify_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let mut d = Daemon {
+            child,
+            socket: self.socket(),
+            log,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut buf = [0u8; 256];
+        loop {
+            match notify.recv(&mut buf) {
+                Ok(len) if &buf[..len] == b"READY=1" => break,
+                Ok(len) => panic!(
+                    "unexpected notification {:?}\n{}",
+                    String::from_utf8_lossy(&buf[..len]),
+                    d.log_text()
+                ),
+                Err(_) => {}
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!(
+                    "dockerd-net daemon exited ({status}) before it was ready:\n{}",
+                    d.log_text()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd-net daemon not ready after 60 s:\n{}",
+                d.log_text()
+            );
+        }
+        let _ = std::fs::remove_file(&notify_path);
+        let health = d.request("GET", "/v1/health", None);
+        assert_eq!(
+            health.status,
+            200,
+            "health: {}\n{}",
+            health.body,
+            d.log_text()
+        );
+        d
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Everything the daemon logged so far (stdout and stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One request on a new connection: `body` is sent as `application/json`.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> HttpReply {
+        raw_request(&self.socket, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_text()))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &str) -> HttpReply {
+        self.request("POST", path, Some(body))
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`, ...) with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().to_string();
+        testns::run(&["kill", &format!("-{sig}"), &pid]);
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for the exit; returns the exit status and the log.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        let status = self.wait(std::time::Duration::from_secs(30));
+        (status, self.log_text())
+    }
+
+    /// SIGKILL (a crash), then reaps the process.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log_text()
+    }
+
+    fn wait(&mut self, timeout: std::time::Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "dockerd-net did not exit within {timeout:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a Unix socket (`Connection: close`), read to the end.
+pub fn raw_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<HttpReply> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: dockerd-net\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_http_reply(&raw).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "not an HTTP reply: {:?}",
+            String::from_utf8_lossy(&raw)
+        ))
+    })
+}
+
+/// Parses a complete HTTP/1.1 answer (`Content-Length`, chunked, or read to close).
+pub fn parse_http_reply(raw: &[u8]) -> Option<HttpReply> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n")?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            if size == 0 {
+                break;
+            }
+            out.push_str(after.get(..size)?);
+            rest = after.get(size + 2..)?;
+        }
+        out
+    } else {
+        match headers.iter().find(|(n, _)| n == "content-length") {
+            Some((_, len)) => rest.get(..len.parse::<usize>().ok()?)?.to_owned(),
+            None => rest.to_owned(),
+        }
+    };
+    Some(HttpReply {
+        status,
+        headers,
+        body,
+    })
 }

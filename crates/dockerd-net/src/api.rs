@@ -1,5 +1,5 @@
 //! The HTTP API's messages (version 1), shared by the daemon and the CLI client.
-//! `docs/openapi.yaml` describes the same shapes; keep the two in step.
+//! `docs/openapi.json` describes the same shapes; keep the two in step.
 //!
 //! Requests refuse unknown fields: a typo in a field name must be an error, not a silently
 //! ignored option.

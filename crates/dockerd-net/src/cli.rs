@@ -3,13 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use netcore::config::{Config, NetworkMode};
+use netcore::firewall::Table;
+use netcore::handlers::Network;
 use netcore::init::{self, HostFacts, Plan};
-use netcore::teardown::{self, InitRecord};
+use netcore::teardown;
 
+use crate::api;
 use crate::backend::{self, Backends};
+use crate::client::{self, ClientCmd};
+use crate::daemon::{self, reconcile, store, sys};
 use crate::flags::{self, NetFlags};
 use crate::record;
 
@@ -45,12 +50,24 @@ struct Cli {
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
 
+    /// The API socket, as Docker spells it: unix:///path/to.sock (only Unix sockets)
+    #[arg(short = 'H', long, global = true, default_value = api::DEFAULT_HOST, value_name = "URL")]
+    host: String,
+
+    /// Client commands: print the daemon's answers as JSON
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Without a command, dockerd-net runs the daemon.
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the daemon (also what dockerd-net does without a command): init, then serve the
+    /// API on the socket until SIGTERM/SIGINT
+    Daemon,
     /// Build the bridge network once (bridge, address, rules, forwarding) and exit
     Init {
         /// Print the plan and change nothing
@@ -64,43 +81,102 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    #[command(flatten)]
+    Client(ClientCmd),
 }
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(&cli.log_level);
-    match run(cli) {
+    // Client commands talk to a running daemon: no flags or daemon.json to resolve.
+    let result = match cli.cmd.take() {
+        Some(Cmd::Client(cmd)) => client::run(&cli.host, cmd, cli.json),
+        cmd => run(cli, cmd),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Like the docker CLI: "Error response from daemon: ..." stands on its own.
+        Err(e) if e.downcast_ref::<client::ClientError>().is_some() => {
+            eprintln!("{}", error_chain(&e));
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("dockerd-net: {e:#}");
+            eprintln!("dockerd-net: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes, `: `-separated, each cause only once: our error types print
+/// their source in their own message (so a bare `to_string()` is complete), which anyhow's
+/// `{:#}` would otherwise repeat at every level.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn init_logging(level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, cmd: Option<Cmd>) -> Result<()> {
+    let socket = socket_path(&cli.host)?;
     let mode = flags::resolve(&cli.net, cli.config_file.as_deref())?;
-    match cli.cmd {
-        Cmd::Init { dry_run } => match mode {
+    match cmd {
+        Some(Cmd::Client(_)) => bail!("internal: client commands are dispatched in main"),
+        None | Some(Cmd::Daemon) => match mode {
+            NetworkMode::Disabled => {
+                bail!("networking is disabled (--bridge=none): the daemon has nothing to serve")
+            }
+            NetworkMode::Bridge(config) => cmd_daemon(&cli_paths(&cli), config, socket),
+        },
+        Some(Cmd::Init { dry_run }) => match mode {
             NetworkMode::Disabled => {
                 println!("networking disabled (--bridge=none): nothing to do");
                 Ok(())
             }
             NetworkMode::Bridge(config) => cmd_init(&cli_paths(&cli), &config, dry_run),
         },
-        Cmd::Teardown { dry_run } => cmd_teardown(&cli_paths(&cli), dry_run),
+        Some(Cmd::Teardown { dry_run }) => cmd_teardown(&cli_paths(&cli), dry_run),
     }
+}
+
+/// The socket path of a `-H` URL. Only `unix://` is served: the API has no authentication,
+/// so it must not be reachable over TCP (Docker's `-H tcp://` without TLS is a classic hole).
+pub fn socket_path(host: &str) -> Result<PathBuf> {
+    Ok(client::parse_host(host)?)
+}
+
+fn cmd_daemon(paths: &Paths, config: Config, socket: PathBuf) -> Result<()> {
+    daemon::run(daemon::Options {
+        setup: daemon::service::Setup {
+            config,
+            data_root: paths.data_root.clone(),
+            resolv_conf: paths.resolv_conf.clone(),
+            store: store::Options::default(),
+        },
+        socket,
+        iptables_backend: paths.iptables_backend.clone(),
+    })
 }
 
 struct Paths {
@@ -131,33 +207,23 @@ fn read_resolv_conf(path: &Path) -> String {
 fn cmd_init(paths: &Paths, config: &Config, dry_run: bool) -> Result<()> {
     let mut b = Backends::open(&paths.iptables_backend, config.iptables)?;
     let resolv = read_resolv_conf(&paths.resolv_conf);
-    let facts = HostFacts::gather(config, &resolv, &mut *b.link, &mut *b.fw, &mut *b.sys)
-        .context("reading the host")?;
-    let plan = init::plan(config, &facts, rand::random()).context("planning init")?;
     if dry_run {
+        let facts = HostFacts::gather(config, &resolv, &mut *b.link, &mut *b.fw, &mut *b.sys)
+            .context("reading the host")?;
+        let plan = init::plan(config, &facts, rand::random()).context("planning init")?;
         print_plan("init", &plan);
         return Ok(());
     }
-    let earlier = record::load(&paths.data_root)?;
-    let applied = init::apply(&plan, &mut *b.link, &mut *b.fw, &mut *b.sys)
-        .context("init failed; the host was restored to its previous state")?;
-    let params = config
-        .iptables
-        .then(|| netcore::firewall::BridgeFirewall::from_config(config, &plan.bridge, plan.addr));
-    let rec = InitRecord::after_init(&plan, &applied, params, earlier.as_ref());
-    if let Err(e) = record::save(&paths.data_root, &rec) {
-        // Without the record, teardown could not know what to undo: undo now instead.
-        let errors = init::rollback(&applied.done, &mut *b.link, &mut *b.fw, &mut *b.sys);
-        for err in &errors {
-            tracing::error!("rollback: {err}");
-        }
-        return Err(e.context("init was rolled back because its record could not be saved"));
-    }
-    print_summary(&plan, &applied);
+    let done = daemon::host::init_host(&mut b, &paths.data_root, &resolv, config)?;
+    print_summary(&done.plan, &done.applied);
     Ok(())
 }
 
 fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
+    // A running daemon would keep serving (and re-apply rules on its next start) from a
+    // state that teardown deletes.
+    let _shared = sys::lock_data_root(&paths.data_root, sys::LockMode::SharedIfExists)
+        .map_err(|e| e.context("stop the daemon before teardown"))?;
     let Some(rec) = record::load(&paths.data_root)? else {
         println!(
             "nothing to tear down: no init record in {}",
@@ -170,15 +236,59 @@ fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
         ..Config::default()
     };
     let mut b = Backends::open(&paths.iptables_backend, read_all.iptables)?;
-    let facts = HostFacts::gather(&read_all, "", &mut *b.link, &mut *b.fw, &mut *b.sys)
+    let mut facts = HostFacts::gather(&read_all, "", &mut *b.link, &mut *b.fw, &mut *b.sys)
         .context("reading the host")?;
-    let plan = teardown::plan(&rec, &facts);
+
+    // What the daemon allocated: its per-container rules go first (the DOCKER chains can
+    // only be deleted once empty), then the state itself after a complete teardown.
+    let fresh = Network::new(&Config::default(), &rec.bridge, rec.addr)
+        .with_context(|| format!("bridge {} ({})", rec.bridge, rec.addr))?;
+    let state = store::read_only(&paths.data_root, fresh);
+    match &state {
+        Ok(Some(net)) => println!(
+            "releasing {} container(s) recorded in {}",
+            net.endpoints().len(),
+            paths.data_root.display()
+        ),
+        Ok(None) => {}
+        Err(e) => println!(
+            "warning: {e}; removing every container rule of {} found in the firewall instead",
+            rec.bridge
+        ),
+    }
+    let mut steps = Vec::new();
+    if rec.firewall.is_some() {
+        // Nothing wanted: every rule of ours for this bridge goes, whether the state
+        // recorded it or a crash left it behind.
+        for (table, listing) in [
+            (Table::Nat, facts.nat.as_mut()),
+            (Table::Filter, facts.filter.as_mut()),
+        ] {
+            let Some(listing) = listing else { continue };
+            if let Some(batch) = reconcile::plan(table, listing, &[], &rec.bridge, rec.addr.trunc())
+            {
+                *listing = listing.apply(&batch)?;
+                steps.push(init::Step::Firewall(batch));
+            }
+        }
+    }
+    let mut plan = teardown::plan(&rec, &facts);
+    plan.steps.splice(0..0, steps);
     if dry_run {
         print_plan("teardown", &plan);
         return Ok(());
     }
     let applied = init::apply(&plan, &mut *b.link, &mut *b.fw, &mut *b.sys)
         .context("teardown failed; the host was restored to its state before teardown")?;
+    match state {
+        Ok(_) => store::remove(&paths.data_root)?,
+        Err(_) => {
+            // Never delete what could not be read: keep it for inspection.
+            for (from, to) in store::move_aside_all(&paths.data_root, "teardown") {
+                println!("kept unreadable {} as {}", from.display(), to.display());
+            }
+        }
+    }
     record::remove(&paths.data_root)?;
     for step in &applied.done {
         println!("{}", step.to_string().trim_end());

@@ -5,5 +5,7 @@
 pub mod api;
 pub mod backend;
 pub mod cli;
+pub mod client;
+pub mod daemon;
 pub mod flags;
 pub mod record;

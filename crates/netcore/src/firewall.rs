@@ -101,6 +101,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// True when the batch only adds (chains, `-A`, `-I`): its [`undo_of`] is then safe to
+    /// run whether or not the batch was applied (deleting what is not there fails
+    /// atomically), which is what lets several such batches share one `iptables-restore`
+    /// even though tables are committed one by one.
+    pub fn is_additive(&self) -> bool {
+        self.lines.iter().all(|l| {
+            l.starts_with(':') || l.starts_with("-A ") || l.starts_with("-I ") || l.starts_with('#')
+        })
+    }
+
     /// The complete `iptables-restore --noflush` input: `*table`, the lines, `COMMIT`.
     pub fn render(&self) -> String {
         let mut out = format!("*{}\n", self.table);

@@ -406,18 +406,23 @@ pub fn apply(
             // We did not turn forwarding on, so there is nothing to protect with DROP.
             continue;
         }
-        if let Step::Firewall(first) = step {
-            // Consecutive firewall steps go to the backend together: one iptables-restore
-            // for all tables instead of one per table.
+        if let Step::Firewall(first) = step
+            && first.is_additive()
+        {
+            // Consecutive additive firewall steps go to the backend together: one
+            // iptables-restore for all tables instead of one per table.
             let mut group = vec![first.clone()];
-            while let Some(Step::Firewall(next)) = plan.steps.get(i) {
+            while let Some(Step::Firewall(next)) = plan.steps.get(i)
+                && next.is_additive()
+            {
                 group.push(next.clone());
                 i += 1;
             }
             tracing::debug!(batches = group.len(), "init step: firewall");
             if let Err(source) = fw.apply_batches(&group) {
-                // Some batches of the group may have been committed: undo each on its own
-                // (an undo of a batch that was not applied fails atomically, harmlessly).
+                // Tables are committed one by one, so part of the group may be in: undo
+                // each batch on its own (the undo of an additive batch that was not applied
+                // fails atomically, harmlessly).
                 for batch in group.iter().rev() {
                     let _ = fw.apply(&firewall::undo_of(batch));
                 }
