@@ -120,3 +120,35 @@ pub struct Health {
 pub struct ErrorReply {
     pub message: String,
 }
+
+/// `POST /v1/attach`: plug a network namespace into the bridge as the container `id`
+/// (allocating its interface first if it has none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    pub id: String,
+    /// A namespace path (`/proc/<pid>/ns/net`, `/run/netns/<name>`) or a process id.
+    pub netns: String,
+    /// The interface name inside the namespace (default `eth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+}
+
+/// Answer to `attach` (201 when plugged in now, 200 when it already was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    pub id: String,
+    pub interface: Interface,
+    /// The host end of the veth pair, on the bridge.
+    pub host_veth: String,
+    pub netns: String,
+    pub ifname: String,
+    pub mtu: u32,
+}
+
+/// `POST /v1/detach`: remove the veth and release what attach allocated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detach {
+    pub id: String,
+}
