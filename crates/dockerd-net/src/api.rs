@@ -104,6 +104,10 @@ pub struct State {
     pub address: String,
     pub containers: std::collections::BTreeMap<String, Endpoint>,
     pub links: Vec<LinkSpec>,
+    /// The containers plugged into the bridge by `attach`, by id (absent from a daemon
+    /// older than attach, hence the default).
+    #[serde(default)]
+    pub attachments: std::collections::BTreeMap<String, Attached>,
 }
 
 /// `GET /v1/health`
@@ -151,4 +155,19 @@ pub struct Attached {
 #[serde(deny_unknown_fields)]
 pub struct Detach {
     pub id: String,
+}
+
+/// Answer to `detach` (200 also when there was nothing to detach, so that a retried
+/// detach succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    pub id: String,
+    /// False when the container was not attached: nothing changed.
+    pub detached: bool,
+    /// The host end of the veth pair that was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_veth: Option<String>,
+    /// What was released with it: only when `attach` had allocated the interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<Released>,
 }

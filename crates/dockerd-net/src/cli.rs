@@ -245,9 +245,9 @@ fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
         .with_context(|| format!("bridge {} ({})", rec.bridge, rec.addr))?;
     let state = store::read_only(&paths.data_root, fresh);
     match &state {
-        Ok(Some(net)) => println!(
+        Ok(Some(saved)) => println!(
             "releasing {} container(s) recorded in {}",
-            net.endpoints().len(),
+            saved.network.endpoints().len(),
             paths.data_root.display()
         ),
         Ok(None) => {}
@@ -274,12 +274,43 @@ fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
     }
     let mut plan = teardown::plan(&rec, &facts);
     plan.steps.splice(0..0, steps);
+    // The attached containers' host veths (issue 5): the bridge's deletion would only
+    // unplug them. Those already gone (with their namespace) are skipped.
+    let veths: Vec<(String, String)> = match &state {
+        Ok(Some(saved)) => saved
+            .attachments
+            .iter()
+            .filter(|(_, a)| facts.links.iter().any(|l| l.name == a.host_veth))
+            .map(|(id, a)| (id.clone(), a.host_veth.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
     if dry_run {
         print_plan("teardown", &plan);
+        for (id, veth) in &veths {
+            println!("  then delete {veth} (the host end of {id}'s veth pair)");
+        }
         return Ok(());
     }
     let applied = init::apply(&plan, &mut *b.link, &mut *b.fw, &mut *b.sys)
         .context("teardown failed; the host was restored to its state before teardown")?;
+    // After the plan, which a failure rolls back: deleting a veth cannot be undone.
+    let mut failed = Vec::new();
+    for (id, veth) in &veths {
+        match b.link.delete_link(veth) {
+            Ok(()) => println!("deleted {veth} ({id}'s veth)"),
+            Err(e) if e.kind == netcore::ops::OpsErrorKind::NotFound => {}
+            Err(e) => failed.push(format!("{veth} ({id}'s veth): {e}")),
+        }
+    }
+    if !failed.is_empty() {
+        // The state and the init record stay, so that teardown can be run again.
+        anyhow::bail!(
+            "teardown of {} done, but deleting veths failed: {}; run teardown again",
+            rec.bridge,
+            failed.join("; ")
+        );
+    }
     match state {
         Ok(_) => store::remove(&paths.data_root)?,
         Err(_) => {

@@ -476,6 +476,16 @@ impl Client {
         self.call("POST", "link", Some(req), "a link answer")
     }
 
+    /// `POST /v1/attach`.
+    pub fn attach(&self, req: &api::Attach) -> Result<api::Attached> {
+        self.call("POST", "attach", Some(req), "an attachment")
+    }
+
+    /// `POST /v1/detach`.
+    pub fn detach(&self, req: &api::Detach) -> Result<api::Detached> {
+        self.call("POST", "detach", Some(req), "a detach answer")
+    }
+
     /// `GET /v1/state`.
     pub fn state(&self) -> Result<api::State> {
         self.call("GET", "state", None::<&()>, "the state")
@@ -797,6 +807,25 @@ pub enum ClientCmd {
     /// Enable or disable a legacy link (with --icc=false, open ports from parent to child)
     #[command(subcommand)]
     Link(LinkCmd),
+    /// Plug a container's network namespace into the bridge: a veth pair, the container end
+    /// configured with the container's IP, MAC, MTU and default route (allocating its
+    /// interface if it has none). Again for the same container: the same answer
+    Attach {
+        /// The container's id
+        id: String,
+        /// The container's network namespace: a path (/proc/PID/ns/net, /run/netns/NAME)
+        /// or a process id
+        netns: String,
+        /// The interface's name inside the namespace [default: eth0]
+        #[arg(long, value_name = "NAME")]
+        ifname: Option<String>,
+    },
+    /// Unplug a container: remove its veth pair, and release its interface if attach
+    /// allocated it (nothing to detach is not an error)
+    Detach {
+        /// The container's id
+        id: String,
+    },
     /// Show the daemon's allocations: containers, IPs, MACs, published ports, links
     State,
     /// Check that the daemon answers
@@ -933,6 +962,14 @@ fn execute(client: &Client, cmd: ClientCmd, json: bool) -> Result<String> {
             let reply = client.link(&args.request(enable))?;
             render(json, &reply, |r| human_link(r, enable))
         }
+        ClientCmd::Attach { id, netns, ifname } => {
+            let reply = client.attach(&api::Attach { id, netns, ifname })?;
+            render(json, &reply, human_attached)
+        }
+        ClientCmd::Detach { id } => {
+            let reply = client.detach(&api::Detach { id })?;
+            render(json, &reply, human_detached)
+        }
         ClientCmd::State => render(json, &client.state()?, human_state),
         ClientCmd::Health => render(json, &client.health()?, human_health),
     }
@@ -967,6 +1004,34 @@ fn human_released(r: &api::Released) -> String {
     let mut out = format!("released {} of {}\n", r.ip, r.id);
     for m in &r.ports {
         out.push_str(&format!("unpublished {}\n", human_mapping(m)));
+    }
+    out
+}
+
+/// `attached c1: eth0 172.17.0.2/16 gw 172.17.42.1 mac 02:42:ac:11:00:02 mtu 1500 in
+/// /proc/4242/ns/net (host veth veth1a2b3c4 on docker0)`, on one line.
+fn human_attached(a: &api::Attached) -> String {
+    let i = &a.interface;
+    format!(
+        "attached {}: {} {}/{} gw {} mac {} mtu {} in {} (host veth {} on {})\n",
+        a.id, a.ifname, i.ip, i.prefix_len, i.gateway, i.mac, a.mtu, a.netns, a.host_veth, i.bridge
+    )
+}
+
+fn human_detached(d: &api::Detached) -> String {
+    if !d.detached {
+        return format!("nothing to detach: {} is not attached\n", d.id);
+    }
+    let mut out = match &d.host_veth {
+        Some(veth) => format!("detached {}: removed {veth}\n", d.id),
+        None => format!("detached {}\n", d.id),
+    };
+    match &d.released {
+        Some(r) => out.push_str(&human_released(r)),
+        None => out.push_str(&format!(
+            "{}'s interface stays allocated (it was allocated before attach)\n",
+            d.id
+        )),
     }
     out
 }
@@ -1059,6 +1124,26 @@ fn human_state(s: &api::State) -> String {
                 l.parent.to_string(),
                 l.child.to_string(),
                 format!("{}/{}", l.port, l.proto),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
+    if !s.attachments.is_empty() {
+        let mut rows = vec![vec![
+            "ATTACHED".to_owned(),
+            "NETNS".to_owned(),
+            "IFNAME".to_owned(),
+            "HOST VETH".to_owned(),
+            "MTU".to_owned(),
+        ]];
+        for (id, a) in &s.attachments {
+            rows.push(vec![
+                id.clone(),
+                a.netns.clone(),
+                a.ifname.clone(),
+                a.host_veth.clone(),
+                a.mtu.to_string(),
             ]);
         }
         out.push('\n');
@@ -1578,6 +1663,17 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            cli(&["attach", "c1", "4242"]),
+            Ok(ClientCmd::Attach { id, netns, ifname: None }) if id == "c1" && netns == "4242"
+        ));
+        assert!(matches!(
+            cli(&["attach", "c1", "/run/netns/red", "--ifname", "eth1"]),
+            Ok(ClientCmd::Attach { id, netns, ifname: Some(i) })
+                if id == "c1" && netns == "/run/netns/red" && i == "eth1"
+        ));
+        assert!(matches!(cli(&["detach", "c1"]), Ok(ClientCmd::Detach { id }) if id == "c1"));
+        assert!(cli(&["attach", "c1"]).is_err_and(|e| e.contains("<NETNS>")));
         assert!(matches!(cli(&["state"]), Ok(ClientCmd::State)));
         assert!(matches!(cli(&["health", "--json"]), Ok(ClientCmd::Health)));
     }
@@ -1680,6 +1776,18 @@ mod tests {
                 port: 5432,
                 proto: Proto::Tcp,
             }],
+            attachments: BTreeMap::from([("web".to_owned(), attached())]),
+        }
+    }
+
+    fn attached() -> api::Attached {
+        api::Attached {
+            id: "web".into(),
+            interface: interface(),
+            host_veth: "veth1a2b3c4".into(),
+            netns: "/proc/4242/ns/net".into(),
+            ifname: "eth0".into(),
+            mtu: 1500,
         }
     }
 
@@ -1733,6 +1841,44 @@ mod tests {
             human_health(&health),
             "status: ok\nversion: 0.1.0\nlink backend: netlink\ncontainers: 2\n"
         );
+        assert_eq!(
+            human_attached(&attached()),
+            "attached web: eth0 172.17.0.2/16 gw 172.17.42.1 mac 02:42:ac:11:00:02 mtu 1500 \
+             in /proc/4242/ns/net (host veth veth1a2b3c4 on docker0)\n"
+        );
+        let detached = api::Detached {
+            id: "web".into(),
+            detached: true,
+            host_veth: Some("veth1a2b3c4".into()),
+            released: Some(api::Released {
+                id: "web".into(),
+                ip: C2,
+                ports: vec![],
+            }),
+        };
+        assert_eq!(
+            human_detached(&detached),
+            "detached web: removed veth1a2b3c4\nreleased 172.17.0.2 of web\n"
+        );
+        let kept = api::Detached {
+            released: None,
+            ..detached
+        };
+        assert_eq!(
+            human_detached(&kept),
+            "detached web: removed veth1a2b3c4\n\
+             web's interface stays allocated (it was allocated before attach)\n"
+        );
+        let nothing = api::Detached {
+            id: "web".into(),
+            detached: false,
+            host_veth: None,
+            released: None,
+        };
+        assert_eq!(
+            human_detached(&nothing),
+            "nothing to detach: web is not attached\n"
+        );
     }
 
     #[test]
@@ -1745,11 +1891,15 @@ web                       172.17.0.2   02:42:ac:11:00:02   0.0.0.0:49153->80/tcp
 
 LINK PARENT   CHILD        PORT
 172.17.0.2    172.17.0.3   5432/tcp
+
+ATTACHED   NETNS               IFNAME   HOST VETH     MTU
+web        /proc/4242/ns/net   eth0     veth1a2b3c4   1500
 ";
         assert_eq!(human_state(&state()), want);
         let empty = api::State {
             containers: BTreeMap::new(),
             links: vec![],
+            attachments: BTreeMap::new(),
             ..state()
         };
         assert_eq!(
@@ -2180,6 +2330,53 @@ LINK PARENT   CHILD        PORT
             req.starts_with("POST /v1/release_interface HTTP/1.1\r\n"),
             "{req}"
         );
+        assert_eq!(request_body(&req), serde_json::json!({"id": "web"}));
+    }
+
+    #[test]
+    fn attach_and_detach_send_their_requests() {
+        let cmd = ClientCmd::Attach {
+            id: "web".into(),
+            netns: "4242".into(),
+            ifname: None,
+        };
+        let answer = json_answer(
+            "201 Created",
+            &serde_json::to_string(&attached()).unwrap_or_default(),
+        );
+        let (out, req) = run_against(cmd, false, answer);
+        assert_eq!(out.ok(), Some(human_attached(&attached())));
+        assert!(req.starts_with("POST /v1/attach HTTP/1.1\r\n"), "{req}");
+        // No ifname: the daemon's default (eth0) applies.
+        assert_eq!(
+            request_body(&req),
+            serde_json::json!({"id": "web", "netns": "4242"})
+        );
+        let cmd = ClientCmd::Attach {
+            id: "web".into(),
+            netns: "/run/netns/red".into(),
+            ifname: Some("eth1".into()),
+        };
+        let answer = json_answer(
+            "200 OK",
+            &serde_json::to_string(&attached()).unwrap_or_default(),
+        );
+        let (out, req) = run_against(cmd, true, answer);
+        let back: Option<api::Attached> = out.ok().and_then(|o| serde_json::from_str(&o).ok());
+        assert_eq!(back, Some(attached()));
+        assert_eq!(
+            request_body(&req),
+            serde_json::json!({"id": "web", "netns": "/run/netns/red", "ifname": "eth1"})
+        );
+
+        let cmd = ClientCmd::Detach { id: "web".into() };
+        let answer = json_answer("200 OK", r#"{"id":"web","detached":false}"#);
+        let (out, req) = run_against(cmd, false, answer);
+        assert_eq!(
+            out.ok().as_deref(),
+            Some("nothing to detach: web is not attached\n")
+        );
+        assert!(req.starts_with("POST /v1/detach HTTP/1.1\r\n"), "{req}");
         assert_eq!(request_body(&req), serde_json::json!({"id": "web"}));
     }
 

@@ -143,10 +143,51 @@ fn requests() -> Vec<(&'static str, Value, Value)> {
                 enable: false,
             }),
         ),
+        (
+            "Attach",
+            to_json(&api::Attach {
+                id: "c1".into(),
+                netns: "/proc/4242/ns/net".into(),
+                ifname: Some("eth1".into()),
+            }),
+            to_json(&api::Attach {
+                id: "c1".into(),
+                netns: "4242".into(),
+                ifname: None,
+            }),
+        ),
+        (
+            "Detach",
+            to_json(&api::Detach { id: "c1".into() }),
+            to_json(&api::Detach { id: "c1".into() }),
+        ),
     ]
 }
 
-/// Every answer type (and the types nested in them), populated.
+fn interface() -> Interface {
+    Interface {
+        ip: C2,
+        prefix_len: 16,
+        mask: Ipv4Addr::new(255, 255, 0, 0),
+        gateway: Ipv4Addr::new(172, 17, 42, 1),
+        bridge: "docker0".into(),
+        mac: mac(),
+    }
+}
+
+fn attached() -> api::Attached {
+    api::Attached {
+        id: "c1".into(),
+        interface: interface(),
+        host_veth: "veth1a2b3c4".into(),
+        netns: "/proc/4242/ns/net".into(),
+        ifname: "eth0".into(),
+        mtu: 1500,
+    }
+}
+
+/// Every answer type (and the types nested in them), populated, with the fields an answer
+/// may leave out (see [`optional_reply_fields`]).
 fn replies() -> Vec<(&'static str, Value)> {
     let endpoint = Endpoint {
         ip: C2,
@@ -154,17 +195,7 @@ fn replies() -> Vec<(&'static str, Value)> {
         ports: vec![mapping()],
     };
     vec![
-        (
-            "Interface",
-            to_json(&Interface {
-                ip: C2,
-                prefix_len: 16,
-                mask: Ipv4Addr::new(255, 255, 0, 0),
-                gateway: Ipv4Addr::new(172, 17, 42, 1),
-                bridge: "docker0".into(),
-                mac: mac(),
-            }),
-        ),
+        ("Interface", to_json(&interface())),
         ("PortMapping", to_json(&mapping())),
         (
             "Released",
@@ -189,6 +220,21 @@ fn replies() -> Vec<(&'static str, Value)> {
                 address: "172.17.42.1/16".into(),
                 containers: BTreeMap::from([("c1".to_owned(), endpoint.clone())]),
                 links: vec![link_spec()],
+                attachments: BTreeMap::from([("c1".to_owned(), attached())]),
+            }),
+        ),
+        ("Attached", to_json(&attached())),
+        (
+            "Detached",
+            to_json(&api::Detached {
+                id: "c1".into(),
+                detached: true,
+                host_veth: Some("veth1a2b3c4".into()),
+                released: Some(api::Released {
+                    id: "c1".into(),
+                    ip: C2,
+                    ports: vec![mapping()],
+                }),
             }),
         ),
         (
@@ -427,6 +473,21 @@ fn endpoints_and_status_codes_are_the_api() {
             "LinkReply",
             &["400", "404", "413", "500"],
         ),
+        post(
+            "attach",
+            "Attach",
+            &["200", "201"],
+            "Attached",
+            &["400", "404", "409", "413", "500"],
+        ),
+        // Idempotent: nothing to detach is 200 (detached=false), never 404.
+        post(
+            "detach",
+            "Detach",
+            &["200"],
+            "Detached",
+            &["400", "413", "500"],
+        ),
         get("state", "State"),
         get("health", "Health"),
     ];
@@ -514,14 +575,29 @@ fn request_schemas_list_exactly_the_struct_fields() {
     }
 }
 
+/// The answers with fields that may be absent, and a sample without them.
+fn optional_reply_fields() -> Vec<(&'static str, Value)> {
+    vec![(
+        "Detached",
+        to_json(&api::Detached {
+            id: "c1".into(),
+            detached: false,
+            host_veth: None,
+            released: None,
+        }),
+    )]
+}
+
 #[test]
 fn reply_schemas_list_exactly_the_struct_fields() {
     let doc = spec();
+    let minimal: BTreeMap<&str, Value> = optional_reply_fields().into_iter().collect();
     for (name, sample) in replies() {
         let s = schema(&doc, name);
         assert_eq!(keys(&s["properties"]), keys(&sample), "{name}: properties");
-        // Answers always carry every field.
-        assert_eq!(strings(&s["required"]), keys(&sample), "{name}: required");
+        // Answers carry every field, but for the few that say "absent when ...".
+        let required = minimal.get(name).unwrap_or(&sample);
+        assert_eq!(strings(&s["required"]), keys(required), "{name}: required");
     }
 }
 
@@ -533,9 +609,21 @@ fn every_sample_validates() {
             assert_eq!(validate(&doc, schema(&doc, name), &v, name), Ok(()), "{v}");
         }
     }
-    for (name, v) in replies() {
+    for (name, v) in replies().into_iter().chain(optional_reply_fields()) {
         assert_eq!(validate(&doc, schema(&doc, name), &v, name), Ok(()), "{v}");
     }
+    // A state from a daemon older than attach (no `attachments`) still reads.
+    let mut old = to_json(&api::State {
+        bridge: "docker0".into(),
+        address: "172.17.42.1/16".into(),
+        containers: BTreeMap::new(),
+        links: vec![],
+        attachments: BTreeMap::new(),
+    });
+    if let Some(o) = old.as_object_mut() {
+        o.remove("attachments");
+    }
+    assert!(serde_accepts::<api::State>(&old));
     // Every protocol as serde spells it is in the enum.
     for p in Proto::ALL {
         assert_eq!(
@@ -649,6 +737,22 @@ fn the_schema_and_serde_agree_on_malformed_requests() {
             serde_accepts::<api::Link>,
             json!({"parent_ip": "172.17.0.3", "child_ip": "172.17.0.2", "ports": [80], "enable": true}),
         ),
+        ("Attach", serde_accepts::<api::Attach>, json!({"id": "c1"})),
+        (
+            "Attach",
+            serde_accepts::<api::Attach>,
+            json!({"id": "c1", "netns": 4242}),
+        ),
+        (
+            "Attach",
+            serde_accepts::<api::Attach>,
+            json!({"id": "c1", "netns": "4242", "mtu": 1400}),
+        ),
+        (
+            "Detach",
+            serde_accepts::<api::Detach>,
+            json!({"id": "c1", "netns": "4242"}),
+        ),
     ];
     let mut refused = 0;
     for (name, serde_ok, v) in &cases {
@@ -695,6 +799,10 @@ fn the_schema_refuses_what_the_daemon_refuses_with_400() {
             "Link",
             json!({"parent_ip": "parent", "child_ip": "172.17.0.2", "ports": [], "enable": true}),
         ),
+        ("Attach", json!({"id": "", "netns": "4242"})),
+        ("Attach", json!({"id": "c1", "netns": ""})),
+        ("Attach", json!({"id": "c1", "netns": "4242", "ifname": ""})),
+        ("Detach", json!({"id": ""})),
     ] {
         assert!(
             validate(&doc, schema(&doc, name), &v, name).is_err(),

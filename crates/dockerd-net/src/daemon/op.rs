@@ -1,13 +1,37 @@
 //! The journal's operations: each handler call that changed the state, with every value the
-//! call resolved (the IP and MAC handed out, the host IP and port), so that replaying the
-//! journal makes exactly the calls the daemon made, with the same results.
+//! call resolved (the IP and MAC handed out, the host IP and port, the host veth's name and
+//! MTU), so that replaying the journal makes exactly the calls the daemon made, with the
+//! same results.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use netcore::handlers::{HandlerError, Network};
 use netcore::mac::MacAddr;
 use netcore::ports::Proto;
 use serde::{Deserialize, Serialize};
+
+/// A container plugged into the bridge by `attach`: what `detach` must remove, and what a
+/// repeated `attach` compares with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The host end of the veth pair, a port of the bridge.
+    pub host_veth: String,
+    /// The container's network namespace, as resolved at attach (`/proc/<pid>/ns/net` for
+    /// a pid).
+    pub netns: PathBuf,
+    /// The container end's name inside the namespace.
+    pub ifname: String,
+    pub mtu: u32,
+    /// True when attach allocated the interface (the container had none): detach then
+    /// releases it. An interface allocated before attach outlives detach.
+    pub allocated: bool,
+}
+
+/// The attachments by container id.
+pub type Attachments = BTreeMap<String, Attachment>;
 
 /// One state change, as the journal records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +70,36 @@ pub enum Op {
         ports: Vec<(u16, Proto)>,
         enable: bool,
     },
+    /// `attach`, recorded *before* the veth is made (so that a crash half-way leaves a
+    /// record naming the veth to remove). When attach allocated the interface, its
+    /// `AllocateInterface` precedes this in the same record.
+    Attach {
+        id: String,
+        host_veth: String,
+        netns: PathBuf,
+        ifname: String,
+        mtu: u32,
+        allocated: bool,
+    },
+    /// `detach` (and `release_interface` of an attached container): the attachment is
+    /// forgotten; a `ReleaseInterface` follows in the same record when the interface goes too.
+    Detach {
+        id: String,
+    },
+}
+
+impl Op {
+    /// The record of attaching `id` as `a`.
+    pub fn attach(id: &str, a: &Attachment) -> Op {
+        Op::Attach {
+            id: id.to_owned(),
+            host_veth: a.host_veth.clone(),
+            netns: a.netns.clone(),
+            ifname: a.ifname.clone(),
+            mtu: a.mtu,
+            allocated: a.allocated,
+        }
+    }
 }
 
 /// Why a recorded operation could not be replayed: the journal does not fit the state it
@@ -60,12 +114,23 @@ pub enum ReplayError {
     },
     #[error("{0}: the container already has an interface")]
     Exists(String),
+    #[error("{0}: the container has no interface")]
+    NoInterface(String),
+    #[error("{0}: the container is attached already")]
+    Attached(String),
+    #[error("{0}: the container is not attached")]
+    NotAttached(String),
 }
 
 impl Op {
-    /// Makes the recorded call on `net`. The firewall batches are not wanted: on start the
-    /// daemon reconciles the kernel with the whole state at once.
-    pub fn replay(&self, net: &mut Network) -> Result<(), ReplayError> {
+    /// Makes the recorded call on `net` (and `attachments`). The firewall batches are not
+    /// wanted: on start the daemon reconciles the kernel with the whole state at once. Nor
+    /// is any veth made or removed: replay rebuilds the record, the kernel is left as it is.
+    pub fn replay(
+        &self,
+        net: &mut Network,
+        attachments: &mut Attachments,
+    ) -> Result<(), ReplayError> {
         let refused = |source| ReplayError::Refused {
             op: self.describe(),
             source,
@@ -132,6 +197,36 @@ impl Op {
             } => {
                 net.link(*parent, *child, ports, *enable).map_err(refused)?;
             }
+            Op::Attach {
+                id,
+                host_veth,
+                netns,
+                ifname,
+                mtu,
+                allocated,
+            } => {
+                if !net.endpoints().contains_key(id) {
+                    return Err(ReplayError::NoInterface(self.describe()));
+                }
+                if attachments.contains_key(id) {
+                    return Err(ReplayError::Attached(self.describe()));
+                }
+                attachments.insert(
+                    id.clone(),
+                    Attachment {
+                        host_veth: host_veth.clone(),
+                        netns: netns.clone(),
+                        ifname: ifname.clone(),
+                        mtu: *mtu,
+                        allocated: *allocated,
+                    },
+                );
+            }
+            Op::Detach { id } => {
+                if attachments.remove(id).is_none() {
+                    return Err(ReplayError::NotAttached(self.describe()));
+                }
+            }
         }
         Ok(())
     }
@@ -166,6 +261,17 @@ impl Op {
                 "link {parent} -> {child} ({} port(s), enable={enable})",
                 ports.len()
             ),
+            Op::Attach {
+                id,
+                host_veth,
+                netns,
+                ifname,
+                ..
+            } => format!(
+                "attach {id} ({host_veth} -> {ifname} in {})",
+                netns.display()
+            ),
+            Op::Detach { id } => format!("detach {id}"),
         }
     }
 }

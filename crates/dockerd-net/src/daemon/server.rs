@@ -3,10 +3,10 @@
 //!
 //! Every error is `{"message": "..."}`: 400 for a malformed request (bad JSON, unknown
 //! fields, wrong types, bad values: axum's own 422 for a body that does not fit the type is
-//! turned into 400, since the request is simply wrong), 404 for an unknown container or
-//! route, 405 for a wrong method, 409 for a conflict with the state, 413 for a body over
-//! [`api::MAX_BODY`], 500 for a host failure (with the error chain), 503 when the worker is
-//! gone.
+//! turned into 400, since the request is simply wrong), 404 for an unknown container,
+//! network namespace or route, 405 for a wrong method, 409 for a conflict with the state,
+//! 413 for a body over [`api::MAX_BODY`], 500 for a host failure (with the error chain), 503
+//! when the worker is gone.
 
 use std::time::Instant;
 
@@ -40,6 +40,8 @@ pub fn router(tx: mpsc::Sender<Job>) -> Router {
         .route(&p("allocate_port"), post(allocate_port))
         .route(&p("release_port"), post(release_port))
         .route(&p("link"), post(link))
+        .route(&p("attach"), post(attach))
+        .route(&p("detach"), post(detach))
         .route(&p("state"), get(state))
         .route(&p("health"), get(health))
         .fallback(not_found)
@@ -58,6 +60,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
         },
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::Host(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +143,15 @@ fn answer(result: Result<Reply, ServiceError>) -> Response {
         Ok(Reply::Released(r)) => json(StatusCode::OK, &r),
         Ok(Reply::Port(m)) => json(StatusCode::OK, &m),
         Ok(Reply::Link(l)) => json(StatusCode::OK, &l),
+        Ok(Reply::Attached { attached, created }) => json(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &attached,
+        ),
+        Ok(Reply::Detached(d)) => json(StatusCode::OK, &d),
         Ok(Reply::State(s)) => json(StatusCode::OK, &s),
         Ok(Reply::Health(h)) => json(StatusCode::OK, &h),
         Err(e) => error(status_of(&e), e.to_string()),
@@ -170,6 +182,14 @@ async fn release_port(State(app): State<App>, body: Result<Bytes, BytesRejection
 
 async fn link(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
     app.serve::<api::Link>(body).await
+}
+
+async fn attach(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    app.serve::<api::Attach>(body).await
+}
+
+async fn detach(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    app.serve::<api::Detach>(body).await
 }
 
 async fn state(State(app): State<App>) -> Response {
@@ -271,6 +291,10 @@ mod tests {
                 })
                 .into(),
                 409,
+            ),
+            (
+                ServiceError::NotFound("network namespace /proc/1/ns/net not found".into()),
+                404,
             ),
             (ServiceError::Conflict("bind".into()), 409),
             (ServiceError::Host("iptables".into()), 500),

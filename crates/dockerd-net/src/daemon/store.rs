@@ -3,8 +3,9 @@
 //!
 //! # Design
 //!
-//! - `network.state` is a **snapshot**: the whole [`Network`] with the sequence number of
-//!   the last operation it includes. It is only ever replaced atomically (write
+//! - `network.state` is a **snapshot**: the whole [`Network`] and the attachments (issue 5;
+//!   absent when there are none, so a state without attachments reads as before) with the
+//!   sequence number of the last operation it includes. It is only ever replaced atomically (write
 //!   `network.state.tmp`, fsync, rename over, fsync the directory), so it is either the old
 //!   or the new one, never a mix.
 //! - `network.journal` is an **append-only journal** of the operations ([`Op`]) made since
@@ -43,6 +44,7 @@
 //! Replay makes exactly the handler calls the daemon made ([`Op::replay`]), so the state
 //! after a restart equals the state before it, allocator cursors included.
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -51,7 +53,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use netcore::handlers::Network;
 use serde::{Deserialize, Serialize};
 
-use super::op::Op;
+use super::op::{Attachments, Op};
 
 /// The on-disk format version of both files. Another version is refused, never guessed at.
 pub const STATE_VERSION: u32 = 1;
@@ -126,11 +128,17 @@ impl Default for Options {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Snapshot<N> {
+struct Snapshot<'a, N> {
     format: String,
     version: u32,
     seq: u64,
     network: N,
+    #[serde(default, skip_serializing_if = "no_attachments")]
+    attachments: Cow<'a, Attachments>,
+}
+
+fn no_attachments(a: &Attachments) -> bool {
+    a.is_empty()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,6 +171,8 @@ pub struct Opened {
     pub store: Store,
     /// The state: the snapshot (or the given fresh state) with the journal replayed.
     pub network: Network,
+    /// The attachments, likewise.
+    pub attachments: Attachments,
     /// How many journal records were replayed.
     pub replayed: u64,
     /// Where a torn final record was put aside, if there was one.
@@ -196,18 +206,21 @@ pub fn open(dir: &Path, fresh: Network, opts: Options) -> Result<Opened, StoreEr
     let snap_path = dir.join(SNAPSHOT);
     let journal_path = dir.join(JOURNAL);
 
-    let (mut network, snap_seq, snapshot_bytes, has_snapshot) = match fs::read(&snap_path) {
-        Ok(bytes) => match parse_snapshot(&bytes) {
-            Ok((net, seq)) => (net, seq, bytes.len() as u64, true),
-            Err(bad) => {
-                // The journal only makes sense on top of its snapshot: both go aside.
-                let reason = bad.describe(&snap_path);
-                return Err(refuse(reason, bad.kind(), &[&snap_path, &journal_path]));
+    let (mut network, mut attachments, snap_seq, snapshot_bytes, has_snapshot) =
+        match fs::read(&snap_path) {
+            Ok(bytes) => match parse_snapshot(&bytes) {
+                Ok((net, att, seq)) => (net, att, seq, bytes.len() as u64, true),
+                Err(bad) => {
+                    // The journal only makes sense on top of its snapshot: both go aside.
+                    let reason = bad.describe(&snap_path);
+                    return Err(refuse(reason, bad.kind(), &[&snap_path, &journal_path]));
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (fresh, Attachments::new(), 0, 0, false)
             }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (fresh, 0, 0, false),
-        Err(e) => return Err(io_err("reading", &snap_path)(e)),
-    };
+            Err(e) => return Err(io_err("reading", &snap_path)(e)),
+        };
 
     let journal_bytes = match fs::read(&journal_path) {
         Ok(b) => Some(b),
@@ -228,8 +241,14 @@ pub fn open(dir: &Path, fresh: Network, opts: Options) -> Result<Opened, StoreEr
             write_journal_header(dir, seq)?
         }
         Some(bytes) => {
-            let scan = scan_journal(&bytes, &mut network, snap_seq, has_snapshot)
-                .map_err(|bad| refuse(bad.describe(&journal_path), bad.kind(), &[&journal_path]))?;
+            let scan = scan_journal(
+                &bytes,
+                &mut network,
+                &mut attachments,
+                snap_seq,
+                has_snapshot,
+            )
+            .map_err(|bad| refuse(bad.describe(&journal_path), bad.kind(), &[&journal_path]))?;
             seq = scan.seq;
             replayed = scan.replayed;
             if scan.good_len < bytes.len() {
@@ -265,6 +284,7 @@ pub fn open(dir: &Path, fresh: Network, opts: Options) -> Result<Opened, StoreEr
             broken: None,
         },
         network,
+        attachments,
         replayed,
         torn,
     })
@@ -326,14 +346,19 @@ impl Store {
         self.broken.is_some()
     }
 
-    /// Writes `network` (which must be the state after every appended record) as the new
-    /// snapshot and starts an empty journal. Also repairs a broken journal.
-    pub fn compact(&mut self, network: &Network) -> Result<(), StoreError> {
+    /// Writes `network` and `attachments` (which must be the state after every appended
+    /// record) as the new snapshot and starts an empty journal. Also repairs a broken journal.
+    pub fn compact(
+        &mut self,
+        network: &Network,
+        attachments: &Attachments,
+    ) -> Result<(), StoreError> {
         let snapshot = Snapshot {
             format: SNAPSHOT_FORMAT.to_owned(),
             version: STATE_VERSION,
             seq: self.seq,
             network,
+            attachments: Cow::Borrowed(attachments),
         };
         let text = encode(&serde_json::to_string(&snapshot)?);
         write_atomic(&self.dir, SNAPSHOT, text.as_bytes())?;
@@ -417,31 +442,47 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(SNAPSHOT).exists() || dir.join(JOURNAL).exists()
 }
 
+/// A state read back without a store ([`read_only`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub network: Network,
+    pub attachments: Attachments,
+}
+
 /// Reads the state in `dir` without changing anything (teardown's view); `None` when there
 /// is none. A torn final record is ignored, as on start; anything else wrong is an error.
-pub fn read_only(dir: &Path, fresh: Network) -> Result<Option<Network>, String> {
+pub fn read_only(dir: &Path, fresh: Network) -> Result<Option<Saved>, String> {
     let snap_path = dir.join(SNAPSHOT);
     let journal_path = dir.join(JOURNAL);
     if !exists(dir) {
         return Ok(None);
     }
-    let (mut network, snap_seq, has_snapshot) = match fs::read(&snap_path) {
+    let (mut network, mut attachments, snap_seq, has_snapshot) = match fs::read(&snap_path) {
         Ok(bytes) => {
-            let (n, s) = parse_snapshot(&bytes).map_err(|b| b.describe(&snap_path))?;
-            (n, s, true)
+            let (n, a, s) = parse_snapshot(&bytes).map_err(|b| b.describe(&snap_path))?;
+            (n, a, s, true)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (fresh, 0, false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (fresh, Attachments::new(), 0, false),
         Err(e) => return Err(format!("reading {}: {e}", snap_path.display())),
     };
     match fs::read(&journal_path) {
         Ok(bytes) => {
-            scan_journal(&bytes, &mut network, snap_seq, has_snapshot)
-                .map_err(|b| b.describe(&journal_path))?;
+            scan_journal(
+                &bytes,
+                &mut network,
+                &mut attachments,
+                snap_seq,
+                has_snapshot,
+            )
+            .map_err(|b| b.describe(&journal_path))?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("reading {}: {e}", journal_path.display())),
     }
-    Ok(Some(network))
+    Ok(Some(Saved {
+        network,
+        attachments,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,16 +513,24 @@ impl Bad {
     }
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<(Network, u64), Bad> {
+fn parse_snapshot(bytes: &[u8]) -> Result<(Network, Attachments, u64), Bad> {
     let text = std::str::from_utf8(bytes).map_err(|e| Bad::Corrupt(format!("not UTF-8: {e}")))?;
     let line = text
         .strip_suffix('\n')
         .ok_or_else(|| Bad::Corrupt("it does not end with a newline".to_owned()))?;
     let json = decode(line).map_err(Bad::Corrupt)?;
     probe(json, SNAPSHOT_FORMAT)?;
-    let snap: Snapshot<Network> = serde_json::from_str(json)
+    let snap: Snapshot<'_, Network> = serde_json::from_str(json)
         .map_err(|e| Bad::Corrupt(format!("unreadable snapshot: {e}")))?;
-    Ok((snap.network, snap.seq))
+    for (id, a) in snap.attachments.iter() {
+        if !snap.network.endpoints().contains_key(id) {
+            return Err(Bad::Corrupt(format!(
+                "container {id} is attached ({}) but has no interface",
+                a.host_veth
+            )));
+        }
+    }
+    Ok((snap.network, snap.attachments.into_owned(), snap.seq))
 }
 
 fn probe(json: &str, format: &str) -> Result<(), Bad> {
@@ -509,6 +558,7 @@ struct Scan {
 fn scan_journal(
     bytes: &[u8],
     network: &mut Network,
+    attachments: &mut Attachments,
     snap_seq: u64,
     has_snapshot: bool,
 ) -> Result<Scan, Bad> {
@@ -579,7 +629,7 @@ fn scan_journal(
             continue;
         }
         for op in &rec.ops {
-            op.replay(network).map_err(|e| {
+            op.replay(network, attachments).map_err(|e| {
                 Bad::Corrupt(format!(
                     "line {lineno}: record {} does not apply to the state: {e}",
                     rec.seq
@@ -808,6 +858,7 @@ mod tests {
     /// Makes the live calls a daemon would and journals them as it does.
     struct Live {
         net: Network,
+        att: Attachments,
         store: Store,
     }
 
@@ -816,6 +867,7 @@ mod tests {
             let o = open(dir, fresh(), opts).expect("opens");
             Live {
                 net: o.network,
+                att: o.attachments,
                 store: o.store,
             }
         }
@@ -875,6 +927,120 @@ mod tests {
 
     use std::net::Ipv4Addr;
 
+    impl Live {
+        fn attach(&mut self, id: &str, veth: &str) {
+            let a = super::super::op::Attachment {
+                host_veth: veth.into(),
+                netns: format!("/proc/{}/ns/net", 4000 + self.att.len()).into(),
+                ifname: "eth0".into(),
+                mtu: 1500,
+                allocated: true,
+            };
+            let i = self.net.allocate_interface(id, None, None).expect("ip");
+            let ops = [
+                Op::AllocateInterface {
+                    id: id.into(),
+                    ip: i.ip,
+                    mac: i.mac,
+                },
+                Op::attach(id, &a),
+            ];
+            self.store.append(&ops).expect("append");
+            self.att.insert(id.into(), a);
+        }
+
+        fn detach(&mut self, id: &str) {
+            self.att.remove(id);
+            self.net.release_interface(id).expect("known");
+            self.store
+                .append(&[
+                    Op::Detach { id: id.into() },
+                    Op::ReleaseInterface { id: id.into() },
+                ])
+                .expect("append");
+        }
+    }
+
+    #[test]
+    fn attachments_survive_replay_and_compaction() {
+        let t = Tmp::new("attach");
+        let mut live = Live::open(&t.0, Options::default());
+        live.store.compact(&live.net, &live.att).expect("start");
+        // A snapshot without attachments reads as a state of issue 4's daemon does.
+        let snap = fs::read_to_string(t.0.join(SNAPSHOT)).expect("snapshot");
+        assert!(!snap.contains("attachments"), "{snap}");
+        live.attach("c1", "veth1111111");
+        live.attach("c2", "veth2222222");
+        live.detach("c1");
+        let (net, att) = (live.net.clone(), live.att.clone());
+        assert_eq!(att.keys().collect::<Vec<_>>(), ["c2"]);
+        drop(live);
+        // From the journal.
+        let o = open(&t.0, fresh(), Options::default()).expect("reopens");
+        assert_eq!((&o.network, &o.attachments), (&net, &att));
+        let mut live = Live {
+            net: o.network,
+            att: o.attachments,
+            store: o.store,
+        };
+        // From the snapshot.
+        live.store.compact(&live.net, &live.att).expect("compact");
+        let snap = fs::read_to_string(t.0.join(SNAPSHOT)).expect("snapshot");
+        assert!(snap.contains("\"attachments\":{\"c2\""), "{snap}");
+        drop(live);
+        let o = open(&t.0, fresh(), Options::default()).expect("reopens");
+        assert_eq!((&o.network, &o.attachments), (&net, &att));
+        assert_eq!(
+            read_only(&t.0, fresh()).expect("reads"),
+            Some(Saved {
+                network: net,
+                attachments: att,
+            })
+        );
+    }
+
+    #[test]
+    fn attach_records_that_do_not_fit_the_state_are_refused() {
+        let t = Tmp::new("attachbad");
+        let mut live = Live::open(&t.0, Options::default());
+        let a = super::super::op::Attachment {
+            host_veth: "veth1111111".into(),
+            netns: "/proc/1/ns/net".into(),
+            ifname: "eth0".into(),
+            mtu: 1500,
+            allocated: false,
+        };
+        // Attaching a container without an interface.
+        live.store
+            .append(&[Op::attach("ghost", &a)])
+            .expect("append");
+        drop(live);
+        let msg = open(&t.0, fresh(), Options::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.contains("line 2: record 1 does not apply")
+                && msg.contains("attach ghost (veth1111111 -> eth0 in /proc/1/ns/net): the container has no interface"),
+            "{msg}"
+        );
+
+        // Detaching what is not attached.
+        let t = Tmp::new("detachbad");
+        let mut live = Live::open(&t.0, Options::default());
+        live.iface("c1");
+        live.store
+            .append(&[Op::Detach { id: "c1".into() }])
+            .expect("append");
+        drop(live);
+        let msg = open(&t.0, fresh(), Options::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.contains("detach c1: the container is not attached"),
+            "{msg}"
+        );
+    }
+
     fn aside_files(dir: &Path, marker: &str) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(dir)
             .expect("dir")
@@ -897,7 +1063,9 @@ mod tests {
     fn journal_replays_to_the_same_state_cursors_included() {
         let t = Tmp::new("replay");
         let mut live = Live::open(&t.0, Options::default());
-        live.store.compact(&live.net).expect("snapshot on start");
+        live.store
+            .compact(&live.net, &live.att)
+            .expect("snapshot on start");
         live.iface("c1");
         live.iface("c2");
         let p1 = live.port("c1", 0);
@@ -919,6 +1087,7 @@ mod tests {
         // c2's (next-fit), not the released ones.
         let mut restarted = Live {
             net: o.network,
+            att: o.attachments,
             store: o.store,
         };
         assert_eq!(
@@ -960,6 +1129,7 @@ mod tests {
             assert_eq!(fs::read(&journal).expect("journal"), good);
             let mut live = Live {
                 net: o.network,
+                att: o.attachments,
                 store: o.store,
             };
             live.iface("c3");
@@ -1045,7 +1215,7 @@ mod tests {
         let t = Tmp::new("version");
         let mut live = Live::open(&t.0, Options::default());
         live.iface("c1");
-        live.store.compact(&live.net).expect("compact");
+        live.store.compact(&live.net, &live.att).expect("compact");
         drop(live);
         let snap = t.0.join(SNAPSHOT);
         let text = fs::read_to_string(&snap).expect("snapshot");
@@ -1093,12 +1263,12 @@ mod tests {
     fn compaction_folds_the_journal_into_the_snapshot() {
         let t = Tmp::new("compact");
         let mut live = Live::open(&t.0, small());
-        live.store.compact(&live.net).expect("start");
+        live.store.compact(&live.net, &live.att).expect("start");
         let mut compactions = 0;
         for i in 0..30 {
             live.iface(&format!("c{i}"));
             if live.store.wants_compaction() {
-                live.store.compact(&live.net).expect("compact");
+                live.store.compact(&live.net, &live.att).expect("compact");
                 compactions += 1;
                 // A new journal: just its header.
                 assert_eq!(
@@ -1131,7 +1301,7 @@ mod tests {
         live.iface("c1");
         live.iface("c2");
         let old_journal = fs::read(t.0.join(JOURNAL)).expect("journal");
-        live.store.compact(&live.net).expect("compact");
+        live.store.compact(&live.net, &live.att).expect("compact");
         live.iface("c3");
         let expected = live.net.clone();
         let after = fs::read_to_string(t.0.join(JOURNAL)).expect("journal");
@@ -1152,7 +1322,7 @@ mod tests {
         let t = Tmp::new("reject");
         let mut live = Live::open(&t.0, Options::default());
         live.iface("c1");
-        live.store.compact(&live.net).expect("compact");
+        live.store.compact(&live.net, &live.att).expect("compact");
         let err = live
             .store
             .reject("it is for bridge br0, but the bridge is docker0".into());
@@ -1169,7 +1339,7 @@ mod tests {
                 .append(&[Op::ReleaseInterface { id: "x".into() }]),
             Err(StoreError::Broken(_))
         ));
-        live.store.compact(&live.net).expect("repairs");
+        live.store.compact(&live.net, &live.att).expect("repairs");
         assert!(!live.store.is_broken());
         live.iface("c9");
     }
@@ -1183,7 +1353,13 @@ mod tests {
         let expected = live.net.clone();
         drop(live);
         let before = fs::read(t.0.join(JOURNAL)).expect("journal");
-        assert_eq!(read_only(&t.0, fresh()).expect("reads"), Some(expected));
+        assert_eq!(
+            read_only(&t.0, fresh()).expect("reads"),
+            Some(Saved {
+                network: expected,
+                attachments: Attachments::new(),
+            })
+        );
         assert_eq!(fs::read(t.0.join(JOURNAL)).expect("journal"), before);
         remove(&t.0).expect("removes");
         assert!(!exists(&t.0));
