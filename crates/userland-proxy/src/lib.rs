@@ -22,6 +22,10 @@
 //! - **A UDP flow stays alive while either side talks.** Docker 1.x dropped a client's flow 90 s
 //!   after the container's last *reply*, even while the client kept sending; modern Docker
 //!   also counts the client's writes. We count traffic in both directions.
+//! - **UDP replies come from the address the client wrote to.** Docker 1.x's proxy, listening
+//!   on 0.0.0.0, let the kernel choose the replies' source by route, so a client that wrote to
+//!   one of the host's other addresses got them from another and its connected socket dropped
+//!   them (moby/moby#11998, fixed with IP_PKTINFO by moby/moby#48571). We set IP_PKTINFO too.
 //!
 //! The runtime given to [`Proxy::start`] must have its IO and time drivers enabled
 //! (`Builder::enable_all`).
@@ -36,6 +40,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+mod pktinfo;
 mod tcp;
 mod udp;
 

@@ -1,20 +1,24 @@
 //! The UDP proxy: Docker's `udp_proxy.go`.
 //!
-//! UDP has no connections, so, like Docker, we track *flows*: per client address, a UDP socket
-//! connected to the container. Datagrams from the client go out through that socket, so the
-//! container sees one stable peer per client and its replies come back on that socket; a task
-//! per flow sends them to the client from the listening socket, so the client sees them come
-//! from the address it wrote to. A flow that is silent in both directions for
+//! UDP has no connections, so, like Docker, we track *flows*: per client address and local
+//! address the client wrote to, a UDP socket connected to the container. Datagrams from the
+//! client go out through that socket, so the container sees one stable peer per flow and its
+//! replies come back on that socket; a task per flow sends them to the client from the
+//! listening socket. A flow that is silent in both directions for
 //! [`ProxyOptions::udp_idle_timeout`] is closed.
 //!
-//! Replies leave from the listening socket without IP_PKTINFO, so on a multi-homed host with
-//! the proxy bound to 0.0.0.0 the kernel picks their source address by route, which may not be
-//! the address the client wrote to (modern Docker sets IP_PKTINFO for that). For the bridge
-//! and loopback addresses dockerd-net publishes on, the route's source is that address.
+//! The client must see replies come from the address and port it wrote to, or a connected
+//! client socket drops them. The port is the listening socket's; the address is not obvious
+//! when the proxy listens on 0.0.0.0 of a multi-homed host (every Docker host: eth0 and
+//! docker0): a plain `sendto` lets the kernel pick the source by route, so a container writing
+//! to the host's address 192.0.2.1 got its replies from the bridge address. Docker 1.x had
+//! that bug (moby/moby#11998); modern Docker fixed it with IP_PKTINFO (moby/moby#48571), and
+//! so do we: the listening socket learns each datagram's local address (see [`pktinfo`]),
+//! the flow remembers it, and replies are sent from it.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -23,6 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::pktinfo;
 use crate::{Counters, MAX_BACKOFF, MIN_BACKOFF, ProxyOptions, Tracked, Tracker};
 
 /// The largest UDP payload over IPv4 (65535 - 20 - 8). Docker 1.x used 2048 bytes and silently
@@ -30,12 +35,27 @@ use crate::{Counters, MAX_BACKOFF, MIN_BACKOFF, ProxyOptions, Tracked, Tracker};
 /// datagram IPv4 can carry fits.
 pub(crate) const UDP_BUF_SIZE: usize = 65507;
 
-/// Binds `host`. No SO_REUSEADDR for UDP: on a datagram socket it would let a second socket
-/// bind the same port and take part of its traffic, instead of failing with EADDRINUSE.
+/// Binds `host`, with IP_PKTINFO on so replies can be sent from each datagram's local address.
+/// No SO_REUSEADDR for UDP: on a datagram socket it would let a second socket bind the same
+/// port and take part of its traffic, instead of failing with EADDRINUSE.
 pub(crate) fn bind(host: SocketAddrV4) -> io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(host)?;
+    // Needed only on a wildcard address, but harmless on a specific one (its local address is
+    // always that one), so every listener gets it and there is one code path.
+    pktinfo::enable(std::os::fd::AsFd::as_fd(&socket))?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// What a flow is keyed by: who wrote, and to which local address. A client writing to two
+/// addresses of the host (from one port) gets two flows, so the container's replies on each
+/// go back out from the address that flow's datagrams were sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    client: SocketAddrV4,
+    /// The local address the client wrote to, the source of the flow's replies; `None` when
+    /// the kernel did not say (then the kernel picks the source by route, as Docker 1.x did).
+    local: Option<Ipv4Addr>,
 }
 
 /// State shared by the listening task and the flow tasks.
@@ -45,7 +65,7 @@ struct Shared {
     idle_timeout: Duration,
     /// The origin of [`Flow::last_active`].
     epoch: Instant,
-    flows: Mutex<HashMap<SocketAddrV4, Arc<Flow>>>,
+    flows: Mutex<HashMap<FlowKey, Arc<Flow>>>,
     counters: Arc<Counters>,
 }
 
@@ -58,7 +78,7 @@ struct Flow {
 }
 
 impl Shared {
-    fn flows(&self) -> MutexGuard<'_, HashMap<SocketAddrV4, Arc<Flow>>> {
+    fn flows(&self) -> MutexGuard<'_, HashMap<FlowKey, Arc<Flow>>> {
         // The map is consistent after every statement, so a poisoned lock is still usable.
         self.flows.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -77,15 +97,10 @@ impl Shared {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
     }
 
-    /// Removes `client`'s flow if it is still `flow`.
-    fn forget(
-        &self,
-        flows: &mut HashMap<SocketAddrV4, Arc<Flow>>,
-        client: SocketAddrV4,
-        flow: &Arc<Flow>,
-    ) {
-        if flows.get(&client).is_some_and(|f| Arc::ptr_eq(f, flow)) {
-            flows.remove(&client);
+    /// Removes `key`'s flow if it is still `flow`.
+    fn forget(&self, flows: &mut HashMap<FlowKey, Arc<Flow>>, key: FlowKey, flow: &Arc<Flow>) {
+        if flows.get(&key).is_some_and(|f| Arc::ptr_eq(f, flow)) {
+            flows.remove(&key);
             self.counters.udp_sessions.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -113,7 +128,7 @@ pub(crate) async fn serve(
     let mut backoff = MIN_BACKOFF;
     loop {
         let received = tokio::select! {
-            received = shared.listener.recv_from(&mut buf) => received,
+            received = pktinfo::recv_from(&shared.listener, &mut buf) => received,
             Some(done) = flow_tasks.join_next(), if !flow_tasks.is_empty() => {
                 if let Err(e) = done
                     && e.is_panic()
@@ -123,10 +138,14 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (n, client) = match received {
-            Ok((n, SocketAddr::V4(client))) => (n, client),
-            // An AF_INET socket only receives from IPv4 peers.
-            Ok((_, SocketAddr::V6(_))) => continue,
+        let (n, key) = match received {
+            Ok(datagram) => (
+                datagram.len,
+                FlowKey {
+                    client: datagram.peer,
+                    local: datagram.local,
+                },
+            ),
             Err(e) => {
                 tracing::warn!(
                     %container,
@@ -139,7 +158,7 @@ pub(crate) async fn serve(
             }
         };
         backoff = MIN_BACKOFF;
-        let Some(flow) = flow_for(&shared, client, &mut flow_tasks, &tracker) else {
+        let Some(flow) = flow_for(&shared, key, &mut flow_tasks, &tracker) else {
             continue;
         };
         let Some(datagram) = buf.get(..n) else {
@@ -150,23 +169,23 @@ pub(crate) async fn serve(
             // ECONNREFUSED here reports an ICMP port unreachable for an earlier datagram
             // (nothing listens in the container yet); the datagram is lost, as it would be
             // without the proxy.
-            tracing::debug!(%client, %container, error = %e, "can't proxy a datagram");
+            tracing::debug!(client = %key.client, %container, error = %e, "can't proxy a datagram");
         }
     }
 }
 
-/// The flow of `client`, created (with its reply task) if there is none. The flow is touched
+/// The flow of `key`, created (with its reply task) if there is none. The flow is touched
 /// under the map's lock, so a reply task deciding, under the same lock, that its flow is idle
 /// either sees this datagram and keeps the flow, or has removed it already and we make a new
 /// one: a datagram is never sent on a flow nobody reads replies from.
 fn flow_for(
     shared: &Arc<Shared>,
-    client: SocketAddrV4,
+    key: FlowKey,
     flow_tasks: &mut JoinSet<()>,
     tracker: &Arc<Tracker>,
 ) -> Option<Arc<Flow>> {
     let mut flows = shared.flows();
-    if let Some(flow) = flows.get(&client) {
+    if let Some(flow) = flows.get(&key) {
         shared.touch(flow);
         return Some(Arc::clone(flow));
     }
@@ -174,7 +193,7 @@ fn flow_for(
         Ok(socket) => socket,
         Err(e) => {
             tracing::warn!(
-                %client,
+                client = %key.client,
                 container = %shared.container,
                 error = %e,
                 "can't proxy a datagram: no socket to the container"
@@ -187,10 +206,15 @@ fn flow_for(
         last_active: AtomicU64::new(0),
     });
     shared.touch(&flow);
-    flows.insert(client, Arc::clone(&flow));
+    flows.insert(key, Arc::clone(&flow));
     shared.counters.udp_sessions.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%client, container = %shared.container, "userland proxy: new udp flow");
-    let replies = reply_loop(Arc::clone(shared), client, Arc::clone(&flow));
+    tracing::debug!(
+        client = %key.client,
+        local = ?key.local,
+        container = %shared.container,
+        "userland proxy: new udp flow"
+    );
+    let replies = reply_loop(Arc::clone(shared), key, Arc::clone(&flow));
     flow_tasks.spawn(Tracked::new(replies, tracker.enter()));
     Some(flow)
 }
@@ -204,9 +228,10 @@ fn connect(container: SocketAddrV4) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket)
 }
 
-/// Sends the container's replies on `flow` to `client` until the flow has been idle for the
-/// idle timeout, then removes it.
-async fn reply_loop(shared: Arc<Shared>, client: SocketAddrV4, flow: Arc<Flow>) {
+/// Sends the container's replies on `flow` to the client, from the local address it wrote to,
+/// until the flow has been idle for the idle timeout, then removes it.
+async fn reply_loop(shared: Arc<Shared>, key: FlowKey, flow: Arc<Flow>) {
+    let client = key.client;
     let mut buf = vec![0_u8; UDP_BUF_SIZE];
     loop {
         let deadline = shared.deadline(&flow);
@@ -218,7 +243,8 @@ async fn reply_loop(shared: Arc<Shared>, client: SocketAddrV4, flow: Arc<Flow>) 
                 };
                 // A failed reply (the client's route is gone, a full send buffer) loses that
                 // datagram only; Docker ended the whole flow.
-                if let Err(e) = shared.listener.send_to(datagram, client).await {
+                let sent = pktinfo::send_to(&shared.listener, datagram, client, key.local).await;
+                if let Err(e) = sent {
                     tracing::debug!(%client, error = %e, "can't send a udp reply to the client");
                 }
             }
@@ -234,7 +260,7 @@ async fn reply_loop(shared: Arc<Shared>, client: SocketAddrV4, flow: Arc<Flow>) 
                 // Checked under the lock the listening task touches flows under; see
                 // `flow_for`.
                 if Instant::now() >= shared.deadline(&flow) {
-                    shared.forget(&mut flows, client, &flow);
+                    shared.forget(&mut flows, key, &flow);
                     tracing::debug!(%client, "userland proxy: udp flow idle, closed");
                     return;
                 }
@@ -242,5 +268,5 @@ async fn reply_loop(shared: Arc<Shared>, client: SocketAddrV4, flow: Arc<Flow>) 
         }
     }
     let mut flows = shared.flows();
-    shared.forget(&mut flows, client, &flow);
+    shared.forget(&mut flows, key, &flow);
 }

@@ -1,5 +1,6 @@
 //! The UDP proxy on loopback: per-client flows, replies to the right client, no truncation,
-//! idle timeout in both directions, a container port with nothing listening, stop.
+//! idle timeout in both directions, a container port with nothing listening, stop, and
+//! replies from the very address the client wrote to when the proxy listens on 0.0.0.0.
 
 #![allow(clippy::unwrap_used)]
 
@@ -113,14 +114,91 @@ fn two_clients_each_get_their_own_replies_from_the_proxy_address() {
     assert_eq!(peers.lock().unwrap().len(), 2);
 }
 
+/// 0.0.0.0:0, for a proxy listening on every local address.
+fn wildcard() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+}
+
+/// `ip`:`port`; every 127/8 address is local on the loopback interface, but the kernel's route
+/// to any of them has the source 127.0.0.1, so they stand in for a host's other addresses.
+fn on(ip: [u8; 4], port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(ip), port)
+}
+
+#[test]
+fn a_wildcard_proxy_replies_from_the_address_a_connected_client_wrote_to() {
+    // A container on docker0 that writes to the host's other address (192.0.2.1:49153) with a
+    // connected socket only accepts replies from 192.0.2.1; without IP_PKTINFO the kernel
+    // sends them from the bridge address and the socket drops them. Here 127.0.0.2 plays the
+    // other address and 127.0.0.1 the route's source.
+    let rt = runtime();
+    let (backend, _) = echo_server();
+    let proxy = Proxy::start(rt.handle(), Proto::Udp, wildcard(), backend).unwrap();
+    let port = proxy.local_addr().port();
+
+    let a = client();
+    a.connect(on([127, 0, 0, 2], port)).unwrap();
+    for i in 0..3 {
+        let sent = format!("connected-{i}");
+        a.send(sent.as_bytes()).unwrap();
+        let mut buf = vec![0_u8; 65536];
+        let n = a
+            .recv(&mut buf)
+            .expect("the reply never reached the connected client: wrong source address?");
+        assert_eq!(&buf[..n], sent.as_bytes());
+    }
+}
+
+#[test]
+fn one_client_writing_to_two_local_addresses_gets_replies_from_each() {
+    let rt = runtime();
+    let (backend, peers) = echo_server();
+    let proxy = Proxy::start(rt.handle(), Proto::Udp, wildcard(), backend).unwrap();
+    let port = proxy.local_addr().port();
+
+    // One unconnected socket, so it sees every reply and which address it came from.
+    let a = client();
+    for i in 0..5 {
+        for ip in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]] {
+            let to = on(ip, port);
+            let sent = format!("{to}-{i}");
+            a.send_to(sent.as_bytes(), to).unwrap();
+            let (reply, from) = recv(&a);
+            assert_eq!(reply, sent.into_bytes());
+            assert_eq!(from, SocketAddr::V4(to), "a reply to {to} came from {from}");
+        }
+    }
+    // One flow per (client, local address), each with its own socket to the container, so the
+    // container's replies on each go back out from the right address.
+    assert_eq!(proxy.udp_sessions(), 3);
+    assert_eq!(peers.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn a_proxy_bound_to_one_address_replies_from_it() {
+    let rt = runtime();
+    let (backend, _) = echo_server();
+    let proxy = Proxy::start(rt.handle(), Proto::Udp, on([127, 0, 0, 2], 0), backend).unwrap();
+    let local = proxy.local_addr();
+    assert_eq!(*local.ip(), Ipv4Addr::new(127, 0, 0, 2));
+    let a = client();
+    a.connect(local).unwrap();
+    a.send(b"specific").unwrap();
+    let mut buf = vec![0_u8; 64];
+    let n = a.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"specific");
+}
+
 #[test]
 fn the_largest_ipv4_datagram_passes_untruncated_both_ways() {
     let rt = runtime();
     let (backend, _) = echo_server();
-    let proxy = Proxy::start(rt.handle(), Proto::Udp, loopback(0), backend).unwrap();
+    let proxy = Proxy::start(rt.handle(), Proto::Udp, wildcard(), backend).unwrap();
     let big: Vec<u8> = (0..65507_u32).map(|i| (i % 251) as u8).collect();
     let a = client();
-    a.send_to(&big, proxy.local_addr()).unwrap();
+    // Through the wildcard socket, so the reply goes out by sendmsg with IP_PKTINFO too.
+    a.send_to(&big, on([127, 0, 0, 1], proxy.local_addr().port()))
+        .unwrap();
     let (reply, _) = recv(&a);
     assert_eq!(reply.len(), big.len());
     assert!(reply == big);
