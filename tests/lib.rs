@@ -818,3 +818,354 @@ pub fn parse_http_reply(raw: &[u8]) -> Option<HttpReply> {
         body,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Daemon tests (issue 4): requests of any shape, snapshots of "what the daemon owns" (its
+// state and the firewall), the per-container rules the kernel holds against the rules a
+// state implies, and waiting for a crashed daemon's orphans.
+// ---------------------------------------------------------------------------------------------
+
+/// The bytes of one HTTP/1.1 request (`Connection: close`), with `body` as `application/json`.
+pub fn http_request(method: &str, path: &str, body: Option<&[u8]>) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: dockerd-net\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    let mut out = req.into_bytes();
+    out.extend_from_slice(body.unwrap_or_default());
+    out
+}
+
+/// Sends `request` (any bytes) on a new connection and reads the answer.
+///
+/// Unlike [`raw_request`], this keeps an answer the server sent before it stopped reading:
+/// a server that refuses a huge body answers 413 and closes with the rest of the body unread,
+/// and Linux then reports `ECONNRESET` to the writer (on a write still in progress, or on the
+/// read after the answer: `unix_release_sock` sets the peer's error when unread data is
+/// dropped). Those errors end the exchange; whatever answer arrived is parsed.
+pub fn send_raw(socket: &Path, request: &[u8]) -> std::io::Result<HttpReply> {
+    use std::io::{ErrorKind, Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let closed = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        )
+    };
+    // The answer may come while the body is still being written: read it on another thread.
+    let mut reader = s.try_clone()?;
+    let read = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(raw),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if closed(&e) => return Ok(raw),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    match s.write_all(request) {
+        Ok(()) => {}
+        Err(e) if closed(&e) => {}
+        Err(e) => return Err(e),
+    }
+    // No shutdown(Write): hyper (without half-close support) drops a connection whose
+    // client half-closes before the answer is written.
+    let raw = read
+        .join()
+        .map_err(|_| std::io::Error::other("reader thread panicked"))??;
+    parse_http_reply(&raw).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "not an HTTP reply: {:?}",
+            String::from_utf8_lossy(&raw)
+        ))
+    })
+}
+
+impl Daemon {
+    /// `GET /v1/state` as JSON; panics (with the log) unless it answers 200.
+    pub fn state(&self) -> serde_json::Value {
+        let r = self.request("GET", "/v1/state", None);
+        assert_eq!(
+            r.status,
+            200,
+            "GET /v1/state: {}\n{}",
+            r.body,
+            self.log_text()
+        );
+        r.json()
+    }
+
+    /// Sends raw bytes with [`send_raw`]; panics (with the log) if no answer arrives.
+    pub fn send(&self, request: &[u8]) -> HttpReply {
+        send_raw(&self.socket, request).unwrap_or_else(|e| {
+            panic!(
+                "{:?}...: {e}\n{}",
+                String::from_utf8_lossy(&request[..request.len().min(80)]),
+                self.log_text()
+            )
+        })
+    }
+
+    /// Everything the daemon owns and may change: its state and the firewall.
+    pub fn snapshot(&self, tables: Tables) -> Snapshot {
+        Snapshot {
+            state: self.state(),
+            tables: tables.filter_and_nat(),
+        }
+    }
+}
+
+/// The daemon's state (`GET /v1/state`) and `iptables-save` (filter and nat, normalised):
+/// equal snapshots mean a request changed nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub state: serde_json::Value,
+    pub tables: String,
+}
+
+impl Instance {
+    /// Starts `dockerd-net [args] daemon` like [`Instance::start_daemon`] but returns at once,
+    /// without waiting for readiness: for crashing a daemon while it starts.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.path().join(format!("daemon-spawned-{n}.log"));
+        let host = self.host_url();
+        let mut argv: Vec<&str> = vec!["-H", &host, "--log-level", "debug"];
+        argv.extend_from_slice(args);
+        argv.push("daemon");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create log: {e}"));
+        let err = out.try_clone().expect("clone log");
+        let mut cmd = self.command(&argv);
+        cmd.env_remove("NOTIFY_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Daemon {
+            child,
+            socket: self.socket(),
+            log,
+        }
+    }
+}
+
+/// The rule lines (`-A ...`) of normalised `iptables-save` text, each as
+/// `-t <table> -A <chain> <spec>` (the shape of [`netcore::firewall::Rule`]'s `Display`).
+pub fn rule_lines(save: &str) -> Vec<String> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in save.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.to_owned();
+        } else if line.starts_with("-A ") {
+            out.push(format!("-t {table} {line}"));
+        }
+    }
+    out
+}
+
+/// The rule lines of `current` that `baseline` lacks, as a sorted multiset; panics if a
+/// rule of `baseline` is missing from `current` (the bridge's own rules must stay).
+pub fn added_rules(baseline: &str, current: &str) -> Vec<String> {
+    let mut extra = rule_lines(current);
+    for line in rule_lines(baseline) {
+        let at = extra
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("baseline rule gone: {line}\n--- current\n{current}"));
+        extra.remove(at);
+    }
+    extra.sort();
+    extra
+}
+
+/// The per-container rules a `GET /v1/state` answer implies, as a sorted multiset of
+/// [`rule_lines`] entries: each published port's rules (`port_rules`) and, with ICC off,
+/// each link's (`link_rules`). `hairpin` is `--userland-proxy=false`.
+pub fn expected_rules(state: &serde_json::Value, hairpin: bool, icc: bool) -> Vec<String> {
+    use netcore::firewall::{link_rules, port_rules};
+    use netcore::handlers::{Endpoint, LinkSpec};
+    let bridge = state["bridge"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no bridge in {state}"));
+    let containers: std::collections::BTreeMap<String, Endpoint> =
+        serde_json::from_value(state["containers"].clone())
+            .unwrap_or_else(|e| panic!("containers of {state}: {e}"));
+    let links: Vec<LinkSpec> = serde_json::from_value(state["links"].clone())
+        .unwrap_or_else(|e| panic!("links of {state}: {e}"));
+    let mut rules = Vec::new();
+    for ep in containers.values() {
+        for m in &ep.ports {
+            rules.extend(port_rules(bridge, m, hairpin));
+        }
+    }
+    if !icc {
+        for l in &links {
+            rules.extend(link_rules(bridge, l.parent, l.child, l.port, l.proto));
+        }
+    }
+    let mut out: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    out.sort();
+    out
+}
+
+/// `save` (normalised `iptables-save` text of one or more tables) with `lines` appended to
+/// their chains, as `iptables -A` would put them: each `(table, "-A CHAIN spec")` goes after
+/// the last rule of its chain, or, if the chain has none, where its rules would start (the
+/// save lists rules chain by chain in the order the chains are declared).
+pub fn with_rules(save: &str, lines: &[(&str, &str)]) -> String {
+    let mut out: Vec<String> = save.lines().map(str::to_owned).collect();
+    for (table, line) in lines {
+        let chain = line
+            .strip_prefix("-A ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("not an -A line: {line}"));
+        let start = out
+            .iter()
+            .position(|l| *l == format!("*{table}"))
+            .unwrap_or_else(|| panic!("no table {table} in\n{save}"));
+        let end = start
+            + out[start..]
+                .iter()
+                .position(|l| l == "COMMIT")
+                .unwrap_or_else(|| panic!("table {table} has no COMMIT"));
+        let chains: Vec<&str> = out[start..end]
+            .iter()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let rank = |c: &str| chains.iter().position(|x| *x == c);
+        let want = rank(chain).unwrap_or_else(|| panic!("no chain {chain} in table {table}"));
+        // After the last line that is a declaration or a rule of a chain ranked <= ours.
+        let mut at = start + 1;
+        for (i, l) in out[start..end].iter().enumerate() {
+            let keep = if l.starts_with(':') {
+                true
+            } else if let Some(rest) = l.strip_prefix("-A ") {
+                let c = rest.split_whitespace().next().unwrap_or_default();
+                rank(c).is_some_and(|r| r <= want)
+            } else {
+                false
+            };
+            if keep {
+                at = start + i + 1;
+            }
+        }
+        out.insert(at, (*line).to_owned());
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// The calling thread's network namespace, as `/proc/thread-self/ns/net` names it.
+pub fn current_netns() -> String {
+    std::fs::read_link("/proc/thread-self/ns/net")
+        .unwrap_or_else(|e| panic!("readlink /proc/thread-self/ns/net: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The processes (other than this one) whose main thread is in network namespace `ns`.
+pub fn processes_in_netns(ns: &str) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let link = std::fs::read_link(entry.path().join("ns/net"));
+        if link.is_ok_and(|l| l.to_string_lossy() == ns) {
+            let cmd = std::fs::read(entry.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default();
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Waits (up to 10 s) until no process but this one is in the calling thread's network
+/// namespace: after a daemon is SIGKILLed, an `iptables-restore` it started may still be
+/// running (orphaned, committing the batch it was given). systemd kills a crashed service's
+/// whole cgroup before restarting it; a test restarting the daemon must wait likewise.
+pub fn wait_netns_idle() {
+    let ns = current_netns();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_in_netns(&ns);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes still in the test namespace after 10 s: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// A small deterministic random generator (SplitMix64) for tests that need random moments:
+/// seeded from the environment or the clock, and printed, so a failing run can be repeated.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// Seeded from `$var` if set (a decimal u64), else from the clock; prints the seed.
+    pub fn from_env(var: &str) -> Self {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("random seed: {var}={seed}");
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+impl Daemon {
+    /// Sends `sig` (`TERM`, `INT`) and waits (up to 30 s) for the exit; returns the exit
+    /// status and the log.
+    pub fn stop_with(mut self, sig: &str) -> (ExitStatus, String) {
+        self.signal(sig);
+        let status = self.wait(std::time::Duration::from_secs(30));
+        (status, self.log_text())
+    }
+}

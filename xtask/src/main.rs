@@ -18,7 +18,8 @@ commands:
                 unprivileged run of netcore's and backend-mock's tests, the ioctl-only
                 build, and cargo-deny (licenses, bans, sources)
   deps          install the system packages the tests need (iptables, iproute2), as root
-  bench [what]  benchmarks; what = netcore (default: subnet, ipam, ports) | init | all
+  bench [what]  benchmarks; what = netcore (default: subnet, ipam, ports) | init | attach |
+                handlers | all
   demo          build dockerd-net, run `init` in a throwaway network namespace, show the
                 bridge and rules it made, then tear it down
 ";
@@ -206,39 +207,55 @@ fn json_str(line: &str, key: &str) -> Option<String> {
     Some(line[start..end].to_owned())
 }
 
-/// A distributor choosing the ioctl backend must get a binary without rtnetlink or tokio.
+/// A distributor choosing the ioctl backend must get a binary without rtnetlink: without
+/// the daemon (`--features ioctl`: init, teardown, the client) also without tokio; with it
+/// (`--features ioctl,daemon`) tokio is there for the API server only.
 fn ioctl_only_build() -> Result<()> {
-    run(cargo().args([
-        "build",
-        "-p",
-        "dockerd-net",
-        "--no-default-features",
-        "--features",
-        "ioctl",
-    ]))?;
-    let out = cargo()
-        .current_dir(root())
-        .args([
-            "tree",
+    for (features, forbidden) in [
+        ("ioctl", &["rtnetlink ", "netlink-proto ", "tokio "][..]),
+        ("ioctl,daemon", &["rtnetlink ", "netlink-proto "][..]),
+    ] {
+        run(cargo().args([
+            "build",
             "-p",
             "dockerd-net",
             "--no-default-features",
             "--features",
-            "ioctl",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .context("cargo tree")?;
-    let tree = String::from_utf8_lossy(&out.stdout);
-    for forbidden in ["rtnetlink ", "tokio ", "netlink-proto "] {
-        if tree.lines().any(|l| l.starts_with(forbidden)) {
-            bail!("the ioctl-only build pulls in {forbidden}");
+            features,
+        ]))?;
+        let out = cargo()
+            .current_dir(root())
+            .args([
+                "tree",
+                "-p",
+                "dockerd-net",
+                "--no-default-features",
+                "--features",
+                features,
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .context("cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        for crate_ in forbidden {
+            if tree.lines().any(|l| l.starts_with(crate_)) {
+                bail!(
+                    "the build with --features {features} pulls in {}",
+                    crate_.trim()
+                );
+            }
+        }
+        eprintln!("build with --features {features}: none of {forbidden:?} inside");
     }
-    eprintln!("ioctl-only build: no rtnetlink, netlink-proto or tokio inside");
     Ok(())
 }
 
@@ -264,11 +281,28 @@ fn bench(what: &str) -> Result<()> {
                 .args(["run", "--release", "-p", "bench-init", "--"])
                 .args(&extra))
         }
+        "attach" => {
+            // Anything after `bench attach` (e.g. `--max 100`, `--no-peers`) is bench-attach's.
+            let extra: Vec<String> = env::args().skip(3).collect();
+            run(cargo()
+                .args(["run", "--release", "-p", "bench-attach", "--"])
+                .args(&extra))
+        }
+        "handlers" => {
+            // Anything after `bench handlers` (e.g. `--rounds 100`, `--containers 1,1000`) is
+            // bench-handlers'.
+            let extra: Vec<String> = env::args().skip(3).collect();
+            run(cargo()
+                .args(["run", "--release", "-p", "bench-handlers", "--"])
+                .args(&extra))
+        }
         "all" => {
             bench("netcore")?;
-            bench("init")
+            bench("init")?;
+            bench("attach")?;
+            bench("handlers")
         }
-        other => bail!("unknown benchmark {other:?} (netcore, init, all)"),
+        other => bail!("unknown benchmark {other:?} (netcore, init, attach, handlers, all)"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: Docker's flags, the subcommands, and what they print.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -166,6 +166,7 @@ pub fn socket_path(host: &str) -> Result<PathBuf> {
     Ok(client::parse_host(host)?)
 }
 
+#[cfg(feature = "daemon")]
 fn cmd_daemon(paths: &Paths, config: Config, socket: PathBuf) -> Result<()> {
     daemon::run(daemon::Options {
         setup: daemon::service::Setup {
@@ -177,6 +178,15 @@ fn cmd_daemon(paths: &Paths, config: Config, socket: PathBuf) -> Result<()> {
         socket,
         iptables_backend: paths.iptables_backend.clone(),
     })
+}
+
+#[cfg(not(feature = "daemon"))]
+fn cmd_daemon(_: &Paths, _: Config, socket: PathBuf) -> Result<()> {
+    bail!(
+        "this dockerd-net was built without the daemon (cargo feature `daemon`): it cannot \
+         serve {}; use `init`/`teardown`, or a build with the feature",
+        socket.display()
+    )
 }
 
 struct Paths {
@@ -193,20 +203,9 @@ fn cli_paths(cli: &Cli) -> Paths {
     }
 }
 
-fn read_resolv_conf(path: &Path) -> String {
-    // Docker ignores an unreadable resolv.conf: the nameserver list is then empty.
-    std::fs::read_to_string(path).unwrap_or_else(|e| {
-        tracing::debug!(
-            "cannot read {}: {e}; assuming no nameservers",
-            path.display()
-        );
-        String::new()
-    })
-}
-
 fn cmd_init(paths: &Paths, config: &Config, dry_run: bool) -> Result<()> {
     let mut b = Backends::open(&paths.iptables_backend, config.iptables)?;
-    let resolv = read_resolv_conf(&paths.resolv_conf);
+    let resolv = daemon::host::read_resolv_conf(&paths.resolv_conf);
     if dry_run {
         let facts = HostFacts::gather(config, &resolv, &mut *b.link, &mut *b.fw, &mut *b.sys)
             .context("reading the host")?;

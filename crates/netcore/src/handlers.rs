@@ -75,6 +75,8 @@ pub enum HandlerError {
     AlreadyAllocated { id: String, ip: Ipv4Addr },
     #[error("container id must not be empty")]
     EmptyId,
+    #[error("invalid requested MAC {0}: a container needs a unicast, non-zero address")]
+    BadMac(MacAddr),
     #[error("invalid container port 0: a published port needs a container port in 1-65535")]
     ContainerPortZero,
     #[error("port {host_ip}:{host_port}/{proto} is not mapped for container {id}")]
@@ -115,6 +117,7 @@ impl HandlerError {
             | HandlerError::UnknownIp(_) => ErrorKind::NotFound,
             HandlerError::AlreadyAllocated { .. } => ErrorKind::Conflict,
             HandlerError::EmptyId
+            | HandlerError::BadMac(_)
             | HandlerError::ContainerPortZero
             | HandlerError::BadHostIp(_) => ErrorKind::BadInput,
             HandlerError::Ipam(e) => match e {
@@ -204,6 +207,11 @@ impl Network {
         if id.is_empty() {
             return Err(HandlerError::EmptyId);
         }
+        if let Some(m) = requested_mac
+            && (!m.is_unicast() || m.octets() == [0; 6])
+        {
+            return Err(HandlerError::BadMac(m));
+        }
         if let Some(ep) = self.endpoints.get(id) {
             let agrees = requested_ip.is_none_or(|ip| ip == ep.ip)
                 && requested_mac.is_none_or(|m| m == ep.mac);
@@ -231,6 +239,9 @@ impl Network {
     /// its IP and forgets it (Docker 1.x forgot to forget: a later `allocate_port` on the
     /// released id then used a stale IP).
     pub fn release_interface(&mut self, id: &str) -> Result<Effect<Endpoint>, HandlerError> {
+        if id.is_empty() {
+            return Err(HandlerError::EmptyId);
+        }
         let ep = self
             .endpoints
             .remove(id)
@@ -268,6 +279,9 @@ impl Network {
         container_port: u16,
         proto: Proto,
     ) -> Result<Effect<PortMapping>, HandlerError> {
+        if id.is_empty() {
+            return Err(HandlerError::EmptyId);
+        }
         if container_port == 0 {
             return Err(HandlerError::ContainerPortZero);
         }

@@ -88,6 +88,30 @@ fn allocating_twice_for_one_container_returns_the_same_interface_or_conflicts() 
         n.allocate_interface("", None, None),
         Err(HandlerError::EmptyId)
     );
+    assert_eq!(
+        n.release_interface("").map(|_| ()),
+        Err(HandlerError::EmptyId)
+    );
+    assert_eq!(
+        n.allocate_port("", None, 0, 80, Proto::Tcp).map(|_| ()),
+        Err(HandlerError::EmptyId)
+    );
+}
+
+#[test]
+fn requested_macs_must_be_unicast_and_non_zero() {
+    let mut n = network();
+    for bad in [
+        "01:00:5e:00:00:01",
+        "00:00:00:00:00:00",
+        "ff:ff:ff:ff:ff:ff",
+    ] {
+        let mac: MacAddr = bad.parse().expect("mac");
+        let err = n.allocate_interface("c", None, Some(mac)).expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::BadInput);
+        assert!(err.to_string().contains(bad), "{err}");
+    }
+    assert!(n.endpoints().is_empty(), "nothing allocated");
 }
 
 #[test]

@@ -57,3 +57,14 @@ pub fn init_host(
         record: rec,
     })
 }
+
+/// The resolv.conf text, or nothing: Docker ignores an unreadable resolv.conf.
+pub fn read_resolv_conf(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        tracing::debug!(
+            "cannot read {}: {e}; assuming no nameservers",
+            path.display()
+        );
+        String::new()
+    })
+}

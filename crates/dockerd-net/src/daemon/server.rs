@@ -97,12 +97,22 @@ pub fn parse_body<T: DeserializeOwned>(
             )
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let bad = |e: String| {
         (
             StatusCode::BAD_REQUEST,
             format!("invalid request body: {e}"),
         )
-    })
+    };
+    // serde's derived structs also accept a JSON array of the fields in order
+    // (`["c1"]` would be an allocate_interface for c1): the API takes objects only. Checked
+    // on the first byte so that serde still parses the object itself (and still refuses
+    // duplicate fields, which a detour through serde_json::Value would silently merge).
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(b'[') => return Err(bad("expected a JSON object, got an array".into())),
+        Some(_) => {}
+    }
+    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 impl App {

@@ -189,7 +189,7 @@ impl Service {
     /// Brings the host and the state up: init (as `dockerd-net init`), load the state,
     /// reconcile the kernel's per-container rules with it, restart the proxies.
     pub fn start(setup: &Setup, mut b: Backends, proxies: Box<dyn Proxies>) -> Result<Self> {
-        let resolv = super::read_resolv_conf(&setup.resolv_conf);
+        let resolv = super::host::read_resolv_conf(&setup.resolv_conf);
         let init = super::host::init_host(&mut b, &setup.data_root, &resolv, &setup.config)?;
         let (bridge, addr) = (init.plan.bridge.clone(), init.plan.addr);
         let fresh = Network::new(&setup.config, &bridge, addr)
