@@ -369,6 +369,28 @@ impl LinkOps for IoctlLinks {
         Ok(out)
     }
 
+    fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, OpsError> {
+        let op = format!("look up link {name}");
+        if name.is_empty() || name.len() >= sys::IFNAMSIZ {
+            return Ok(None);
+        }
+        let mut addrs: HashMap<String, Vec<Ipv4Net>> = HashMap::new();
+        for (label, net) in self
+            .addr_entries()
+            .map_err(|e| OpsError::from_io(format!("{op}: read IPv4 addresses"), e))?
+        {
+            addrs
+                .entry(device_of(&label).to_owned())
+                .or_default()
+                .push(net);
+        }
+        match self.link_info(name, &mut addrs) {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if vanished(&e) => Ok(None),
+            Err(e) => Err(OpsError::from_io(op, e)),
+        }
+    }
+
     /// The main table as `/proc/thread-self/net/route` shows it (the kernel prints only
     /// `RT_TABLE_MAIN`, without broadcast/multicast entries, and there is no route cache).
     /// Default routes are kept, with `dst: None`. A route without a device (blackhole,

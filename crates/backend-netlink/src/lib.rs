@@ -380,6 +380,40 @@ impl LinkOps for NetlinkLinks {
         })
     }
 
+    fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, OpsError> {
+        check_name(|| format!("look up link {name}"), name)?;
+        let handle = &self.handle;
+        self.run(|| format!("look up link {name}"), async move {
+            let mut replies = handle.link().get().match_name(name.to_owned()).execute();
+            let msg = match replies.try_next().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let e = nl_error(e);
+                    return if e.kind == OpsErrorKind::NotFound {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    };
+                }
+            };
+            let Some(mut link) = link_from_message(&msg) else {
+                return Ok(None);
+            };
+            let mut req = handle.address().get().set_link_index_filter(link.index);
+            req.message_mut().header.family = AddressFamily::Inet;
+            let mut replies = req.execute();
+            while let Some(msg) = replies.try_next().await.map_err(nl_error)? {
+                if let Some((index, net)) = addr_from_message(&msg)?
+                    && index == link.index
+                {
+                    link.addrs.push(net);
+                }
+            }
+            Ok(Some(link))
+        })
+    }
+
     fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError> {
         let handle = &self.handle;
         self.run(|| "dump routes".to_owned(), async move {

@@ -113,6 +113,12 @@ pub struct BridgeSpec {
 pub trait LinkOps {
     /// Every link with its IPv4 addresses.
     fn links(&mut self) -> Result<Vec<LinkInfo>, OpsError>;
+    /// One link by name, or `None` if there is none. The default searches [`LinkOps::links`];
+    /// backends answer it with one lookup, so that per-container work does not dump every
+    /// link (a host with 1000 containers has 1000 veths).
+    fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, OpsError> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
     /// IPv4 routes of the main table (`RT_TABLE_MAIN`), cloned routes excluded.
     fn routes_v4(&mut self) -> Result<Vec<RouteV4>, OpsError>;
     /// Creates a bridge with its MAC (and MTU, if given), down and without addresses.

@@ -35,7 +35,7 @@ use netcore::firewall::{self, Batch, Listing, PortMapping, Table};
 use netcore::handlers::{Endpoint, HandlerError, Interface, LinkSpec, Network};
 use netcore::ifname::IfName;
 use netcore::mac::MacAddr;
-use netcore::ops::{LinkInfo, OpsErrorKind};
+use netcore::ops::OpsErrorKind;
 use netcore::ports::Proto;
 use tokio::sync::{mpsc, oneshot};
 
@@ -167,8 +167,8 @@ pub struct Service {
     b: Backends,
     iptables: bool,
     bridge_addr: Ipv4Net,
-    /// `--mtu`: the containers' MTU; without it, the default route's interface's.
-    mtu: Option<u32>,
+    /// The containers' MTU: `--mtu`, else the default route's interface's at start.
+    mtu: u32,
     /// `--userland-proxy=false`: hairpin mode on the containers' bridge ports.
     hairpin: bool,
     proxies: Box<dyn Proxies>,
@@ -239,6 +239,18 @@ impl Service {
             setup.data_root.display()
         );
 
+        // Docker 1.x read the default route's MTU once, at daemon start
+        // (`GetDefaultNetworkMtu`); per attach it would mean dumping every link of a host
+        // that has one veth per container.
+        let mut b = b;
+        let mtu = match setup.config.mtu {
+            Some(mtu) => mtu,
+            None => {
+                let links = b.link.links().context("reading the host's links")?;
+                let routes = b.link.routes_v4().context("reading the host's routes")?;
+                attach::container_mtu(None, &links, &routes)
+            }
+        };
         let mut svc = Service {
             net,
             attachments,
@@ -246,7 +258,7 @@ impl Service {
             b,
             iptables: setup.config.iptables,
             bridge_addr: addr,
-            mtu: setup.config.mtu,
+            mtu,
             hairpin: !setup.config.userland_proxy,
             proxies,
         };
@@ -558,13 +570,8 @@ impl Service {
         }
         // The namespace first: a wrong or vanished one changes nothing.
         let mut ctr = self.open_netns(&netns)?;
-        let links = self
-            .b
-            .link
-            .links()
-            .map_err(|e| ServiceError::host("reading the host's links", e))?;
-        let mtu = self.container_mtu(&links)?;
-        let host_veth = self.free_veth_name(&id, &links)?;
+        let mtu = self.mtu;
+        let host_veth = self.free_veth_name(&id)?;
 
         let existed = self.net.endpoints().contains_key(&id);
         let iface = self.net.allocate_interface(&id, None, None)?;
@@ -647,12 +654,12 @@ impl Service {
             .map(|ep| self.interface_of(ep))
             .ok_or_else(|| HandlerError::UnknownContainer(id.to_owned()))?;
         let mut ctr = self.open_netns(&a.netns)?;
-        let links = self
+        let host = self
             .b
             .link
-            .links()
+            .link(&a.host_veth)
             .map_err(|e| ServiceError::host("reading the host's links", e))?;
-        if let Some(host) = links.iter().find(|l| l.name == a.host_veth) {
+        if let Some(host) = host {
             if host.up && container_side_ok(&mut *ctr, a, &iface) {
                 return Ok(Reply::Attached {
                     attached: self.attached(id, a, iface),
@@ -714,34 +721,23 @@ impl Service {
         })
     }
 
-    /// `--mtu`, else the MTU of the default route's interface, else 1500 (Docker 1.x's
-    /// `GetDefaultNetworkMtu`, which 1.x read once at daemon start). Read per attach: the
-    /// default route may change while the daemon runs, and the route dump costs ~15 µs (the
-    /// links dump, ~40 µs, is needed anyway for the veth name) next to ~2.3 ms for a whole
-    /// attach (netlink backend, release build, measured in a test namespace).
-    fn container_mtu(&mut self, links: &[LinkInfo]) -> Result<u32, ServiceError> {
-        if let Some(mtu) = self.mtu {
-            return Ok(mtu);
-        }
-        let routes = self
-            .b
-            .link
-            .routes_v4()
-            .map_err(|e| ServiceError::host("reading the host's routes", e))?;
-        Ok(attach::container_mtu(None, links, &routes))
-    }
-
     /// The host veth's name: derived from the id, salted further while the name is taken
     /// by another link or recorded for another container (whose veth may have vanished
     /// for now).
-    fn free_veth_name(&self, id: &str, links: &[LinkInfo]) -> Result<String, ServiceError> {
-        (0..=u32::MAX)
-            .map(|salt| attach::host_veth_name(id, salt))
-            .find(|name| {
-                !links.iter().any(|l| &l.name == name)
-                    && !self.attachments.values().any(|a| &a.host_veth == name)
-            })
-            .ok_or_else(|| ServiceError::Host("no free host veth name".to_owned()))
+    fn free_veth_name(&mut self, id: &str) -> Result<String, ServiceError> {
+        for salt in 0..=u32::MAX {
+            let name = attach::host_veth_name(id, salt);
+            if self.attachments.values().any(|a| a.host_veth == name) {
+                continue;
+            }
+            // One lookup of that name, not a dump of every link.
+            match self.b.link.link(&name) {
+                Ok(None) => return Ok(name),
+                Ok(Some(_)) => continue,
+                Err(e) => return Err(ServiceError::host("reading the host's links", e)),
+            }
+        }
+        Err(ServiceError::Host("no free host veth name".to_owned()))
     }
 
     /// Creates and configures the veth pair of `a`. On failure the veth is gone again
@@ -2305,7 +2301,7 @@ mod tests {
 
     #[test]
     fn the_mtu_is_the_flag_else_the_default_route_interface() {
-        let uplink = LinkInfo {
+        let uplink = netcore::ops::LinkInfo {
             name: "ens3".into(),
             index: 0,
             kind: None,

@@ -1,0 +1,563 @@
+//! Real traffic through dockerd-net's bridge (issue 5).
+//!
+//! Every test builds its own small world (see `tests/world.rs`): the test's thread is the
+//! **host** where `dockerd-net daemon` runs; **outside** (standing for the internet) is a
+//! namespace linked to it by a veth (192.0.2.1 ↔ 192.0.2.2, the host's default route goes
+//! there, outside has no route back to the bridge); **containers** are namespaces plugged in
+//! with `POST /v1/attach`. In-test echo servers (TCP and UDP on one port) answer with their
+//! tag and the address they saw the client come from, so each check says who answered and
+//! through which address translation.
+//!
+//! "Works" is an answer within 5 s; "dropped" is silence for 300 ms *and* the server having
+//! seen nothing; "gone" is a refusal (TCP RST or ICMP port unreachable: nothing listens and
+//! nothing translates). Every negative check has a positive one beside it in the same world,
+//! so a world that is merely broken cannot pass for a firewall that works.
+
+#[path = "../world.rs"]
+mod world;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+
+use e2e_tests::{NsState, Tables, dockerd_net, ip_forward};
+use world::{
+    Answer, DROPPED, Echo, HOST_ADDR, Host, Netns, OUTSIDE_ADDR, Place, Proto, Reach, WORKS, World,
+    exchange,
+};
+
+/// The port the echo servers listen on unless a test says otherwise.
+const ECHO: u16 = 7;
+
+const BOTH: [Proto; 2] = [Proto::Tcp, Proto::Udp];
+
+/// Runs `f` in a fresh namespace (the host) with the binary built (outside the namespace:
+/// cargo must not run in it).
+fn world_test(test: &str, f: impl FnOnce(&'static Path) + Send + 'static) {
+    if !testns::can_run_kernel_tests(test) {
+        return;
+    }
+    let bin = dockerd_net();
+    testns::in_netns(move || f(bin));
+}
+
+fn v4(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+/// `from` reaches `to` over `proto` and the server tagged `server` answers, having seen the
+/// client come from `peer`.
+#[track_caller]
+fn assert_answers<P: Place>(
+    from: &P,
+    proto: Proto,
+    to: SocketAddrV4,
+    server: &str,
+    peer: Ipv4Addr,
+) -> Answer {
+    let what = format!("{} → {to}/{}", from.name(), proto.as_str());
+    match from.enter(|| exchange(proto, to, WORKS)) {
+        Reach::Answered(a) => {
+            assert_eq!(a.server, server, "{what}: answered by the wrong server");
+            assert_eq!(
+                *a.peer.ip(),
+                peer,
+                "{what}: {server} saw the client come from {}",
+                a.peer
+            );
+            a
+        }
+        other => panic!("{what}: expected {server} to answer, got {other:?}"),
+    }
+}
+
+/// `from` sends to `to` over `proto` and hears nothing (the firewall dropped it), and the
+/// server `echo` listening there saw nothing arrive.
+#[track_caller]
+fn assert_dropped<P: Place>(from: &P, proto: Proto, to: SocketAddrV4, echo: &Echo) {
+    let what = format!("{} → {to}/{}", from.name(), proto.as_str());
+    let before = echo.seen(proto).len();
+    let r = from.enter(|| exchange(proto, to, DROPPED));
+    assert!(
+        matches!(r, Reach::Silent),
+        "{what}: must be dropped, got {r:?}"
+    );
+    let seen = echo.seen(proto);
+    assert_eq!(
+        seen.len(),
+        before,
+        "{what}: dropped for the client, yet {} saw {seen:?}",
+        echo.tag()
+    );
+}
+
+/// `from` is refused at `to` over `proto` (nothing listens there, nothing forwards it), and
+/// the server `echo` behind the former mapping saw nothing arrive.
+#[track_caller]
+fn assert_refused<P: Place>(from: &P, proto: Proto, to: SocketAddrV4, echo: &Echo) {
+    let what = format!("{} → {to}/{}", from.name(), proto.as_str());
+    let before = echo.seen(proto).len();
+    let r = from.enter(|| exchange(proto, to, WORKS));
+    assert!(
+        matches!(r, Reach::Refused),
+        "{what}: must be refused (nothing published), got {r:?}"
+    );
+    assert_eq!(
+        echo.seen(proto).len(),
+        before,
+        "{what}: refused, yet {} saw it",
+        echo.tag()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container to container
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn containers_talk_over_the_bridge_with_icc() {
+    world_test("containers_talk_over_the_bridge_with_icc", |bin| {
+        let mut w = World::new(bin, "icc-on");
+        w.start(&[]);
+        let c1 = w.container("c1");
+        let c2 = w.container("c2");
+
+        // The attach answer, and the container as the kernel shows it from inside.
+        let a = &c1.attached;
+        assert_eq!(a["id"], "c1", "{a}");
+        assert_eq!(a["ifname"], "eth0", "{a}");
+        assert_eq!(a["netns"], c1.ns.path_str(), "{a}");
+        assert_eq!(a["interface"]["bridge"], "docker0", "{a}");
+        assert_ne!(c1.ip, c2.ip);
+        let prefix = &a["interface"]["prefix_len"];
+        let (addrs, routes) = c1.run(|| (testns::ip_addrs4("eth0"), testns::ip_routes4()));
+        assert_eq!(addrs, [format!("{}/{prefix}", c1.ip)]);
+        assert!(
+            routes
+                .iter()
+                .any(|r| r["dst"] == "default" && r["gateway"] == c1.gateway.to_string()),
+            "no default route via {} in c1: {routes:?}",
+            c1.gateway
+        );
+        let host_veth = a["host_veth"].as_str().expect("host_veth");
+        let port = testns::ip_link(host_veth).expect("the host end of c1's veth");
+        assert_eq!(port["master"], "docker0", "{port}");
+
+        let e1 = c1.run(|| Echo::start("c1", ECHO));
+        let e2 = c2.run(|| Echo::start("c2", ECHO));
+        for proto in BOTH {
+            // Bridged, not routed: each sees the other's own address.
+            assert_answers(&c1, proto, c2.at(ECHO), "c2", c1.ip);
+            assert_answers(&c2, proto, c1.at(ECHO), "c1", c2.ip);
+        }
+        drop((e1, e2));
+        w.stop();
+    });
+}
+
+#[test]
+fn icc_false_drops_container_to_container() {
+    world_test("icc_false_drops_container_to_container", |bin| {
+        let mut w = World::new(bin, "icc-off");
+        w.start(&["--icc=false"]);
+        let c1 = w.container("c1");
+        let c2 = w.container("c2");
+        let e1 = c1.run(|| Echo::start("c1", ECHO));
+        let e2 = c2.run(|| Echo::start("c2", ECHO));
+        let host = Echo::start("host", ECHO);
+        for proto in BOTH {
+            // Both are plugged in and up: each reaches the host through its gateway...
+            assert_answers(&c1, proto, v4(c1.gateway, ECHO), "host", c1.ip);
+            assert_answers(&c2, proto, v4(c2.gateway, ECHO), "host", c2.ip);
+            // ...but not each other.
+            assert_dropped(&c1, proto, c2.at(ECHO), &e2);
+            assert_dropped(&c2, proto, c1.at(ECHO), &e1);
+        }
+        drop(host);
+        w.stop();
+    });
+}
+
+#[test]
+fn link_opens_exactly_the_linked_ports_in_the_linked_direction() {
+    world_test(
+        "link_opens_exactly_the_linked_ports_in_the_linked_direction",
+        |bin| {
+            let mut w = World::new(bin, "links");
+            w.start(&["--icc=false"]);
+            let parent = w.container("parent");
+            let child = w.container("child");
+            let db = child.run(|| Echo::start("child:5432", 5432));
+            let dns = child.run(|| Echo::start("child:5353", 5353));
+            let other = child.run(|| Echo::start("child:5433", 5433));
+            let back = parent.run(|| Echo::start("parent:5432", 5432));
+
+            // ICC off: closed before the link.
+            assert_dropped(&parent, Proto::Tcp, child.at(5432), &db);
+            assert_dropped(&parent, Proto::Udp, child.at(5353), &dns);
+
+            let r = w.link(&parent, &child, &["5432/tcp", "5353/udp"], true);
+            assert_eq!(r["changed"].as_array().map(Vec::len), Some(2), "{r}");
+            // The linked ports, parent → child, each on its own protocol.
+            assert_answers(&parent, Proto::Tcp, child.at(5432), "child:5432", parent.ip);
+            assert_answers(&parent, Proto::Udp, child.at(5353), "child:5353", parent.ip);
+            // Not the other protocol on a linked port.
+            assert_dropped(&parent, Proto::Udp, child.at(5432), &db);
+            assert_dropped(&parent, Proto::Tcp, child.at(5353), &dns);
+            // Not a port that was not linked.
+            for proto in BOTH {
+                assert_dropped(&parent, proto, child.at(5433), &other);
+            }
+            // Not the other direction: child → parent on the linked port.
+            assert_dropped(&child, Proto::Tcp, parent.at(5432), &back);
+
+            // Disabling the link closes them again.
+            let r = w.link(&parent, &child, &["5432/tcp", "5353/udp"], false);
+            assert_eq!(r["changed"].as_array().map(Vec::len), Some(2), "{r}");
+            assert_dropped(&parent, Proto::Tcp, child.at(5432), &db);
+            assert_dropped(&parent, Proto::Udp, child.at(5353), &dns);
+            w.stop();
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container to outside
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn container_reaches_outside_from_the_hosts_address() {
+    world_test("container_reaches_outside_from_the_hosts_address", |bin| {
+        let mut w = World::new(bin, "masq");
+        w.start(&[]);
+        let c1 = w.container("c1");
+        let out = w.outside.run(|| Echo::start("outside", ECHO));
+        for proto in BOTH {
+            // Masqueraded: outside sees the host's address (and can answer it).
+            assert_answers(&c1, proto, v4(OUTSIDE_ADDR, ECHO), "outside", HOST_ADDR);
+        }
+        drop(out);
+        w.stop();
+    });
+}
+
+#[test]
+fn ip_masq_false_arrives_from_the_containers_address() {
+    world_test("ip_masq_false_arrives_from_the_containers_address", |bin| {
+        let mut w = World::new(bin, "nomasq");
+        w.start(&["--ip-masq=false"]);
+        let c1 = w.container("c1");
+        let out = w.outside.run(|| Echo::start("outside", ECHO));
+        let r = c1.run(|| world::udp(v4(OUTSIDE_ADDR, ECHO), DROPPED));
+        let seen = out
+            .wait_seen(Proto::Udp)
+            .unwrap_or_else(|| panic!("c1's datagram never reached outside ({r:?})"));
+        assert_eq!(
+            *seen.ip(),
+            c1.ip,
+            "not masqueraded: the container's address"
+        );
+        // And so no answer comes back: outside has no route to the bridge's subnet.
+        assert!(!matches!(r, Reach::Answered(_)), "{r:?}");
+        drop(out);
+        w.stop();
+    });
+}
+
+#[test]
+fn ip_forward_false_keeps_containers_in() {
+    world_test("ip_forward_false_keeps_containers_in", |bin| {
+        let mut w = World::new(bin, "nofwd");
+        w.start(&["--ip-forward=false"]);
+        assert_eq!(
+            ip_forward(),
+            "0",
+            "--ip-forward=false must leave forwarding off"
+        );
+        let c1 = w.container("c1");
+        let out = w.outside.run(|| Echo::start("outside", ECHO));
+        let host = Echo::start("host", ECHO);
+        for proto in BOTH {
+            // Plugged in: the host itself answers...
+            assert_answers(&c1, proto, v4(c1.gateway, ECHO), "host", c1.ip);
+            // ...but nothing is forwarded beyond it.
+            assert_dropped(&c1, proto, v4(OUTSIDE_ADDR, ECHO), &out);
+        }
+        drop((out, host));
+        w.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Published ports
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes port 80/`proto` of c1 and checks it from outside at the host's address, from the
+/// host on 127.0.0.1 and from c2 at the host's address; then unpublishes it and checks that it
+/// is gone from all three. `via_c2` is the address c1 sees c2 come from (the gateway when the
+/// userland proxy relays it, c2's own in hairpin mode).
+fn published_port_cycle(w: &World, proto: Proto, via_c2: impl Fn(&world::Container) -> Ipv4Addr) {
+    let c1 = w.container("c1");
+    let c2 = w.container("c2");
+    let web = c1.run(|| Echo::start("c1", 80));
+    let map = w.publish("c1", 80, proto, None);
+    assert_eq!(map["host_ip"], "0.0.0.0", "{map}");
+    assert_eq!(map["container_ip"], c1.ip.to_string(), "{map}");
+    assert_eq!(map["container_port"], 80, "{map}");
+    assert_eq!(map["proto"], proto.as_str(), "{map}");
+    let port = World::host_port(&map);
+    // From outside, at the host's address: DNAT keeps the client's address.
+    assert_answers(&w.outside, proto, v4(HOST_ADDR, port), "c1", OUTSIDE_ADDR);
+    // From the host itself on 127.0.0.1: relayed (proxy) or NATed (hairpin) from the bridge's
+    // address either way.
+    assert_answers(
+        &Host,
+        proto,
+        v4(Ipv4Addr::LOCALHOST, port),
+        "c1",
+        c1.gateway,
+    );
+    // From another container, at the host's address: the answer must come back from that
+    // address too, or the client's socket (connected to it) never sees it.
+    assert_answers(&c2, proto, v4(HOST_ADDR, port), "c1", via_c2(&c2));
+
+    w.unpublish("c1", &map);
+    assert_refused(&w.outside, proto, v4(HOST_ADDR, port), &web);
+    assert_refused(&Host, proto, v4(Ipv4Addr::LOCALHOST, port), &web);
+    assert_refused(&c2, proto, v4(HOST_ADDR, port), &web);
+    // The container itself still answers on its own address: only the mapping went.
+    assert_answers(&c2, proto, c1.at(80), "c1", c2.ip);
+}
+
+/// With the userland proxy (the default), nat DOCKER returns traffic that comes from docker0,
+/// so c2 reaches the proxy on the host, which connects to c1 from the gateway.
+fn with_userland_proxy(test: &'static str, proto: Proto) {
+    world_test(test, move |bin| {
+        let mut w = World::new(bin, &format!("proxy-{}", proto.as_str()));
+        w.start(&[]);
+        published_port_cycle(&w, proto, |c2| c2.gateway);
+        w.stop();
+    });
+}
+
+/// In hairpin mode (no proxy) the DNAT applies on docker0 too, and c1 sees c2 itself.
+fn in_hairpin_mode(test: &'static str, proto: Proto) {
+    world_test(test, move |bin| {
+        let mut w = World::new(bin, &format!("hairpin-{}", proto.as_str()));
+        w.start(&["--userland-proxy=false"]);
+        published_port_cycle(&w, proto, |c2| c2.ip);
+        w.stop();
+    });
+}
+
+#[test]
+fn published_tcp_port_with_the_userland_proxy() {
+    with_userland_proxy("published_tcp_port_with_the_userland_proxy", Proto::Tcp);
+}
+
+/// The proxy's answers to c2 must leave from the host address c2 wrote to, not from the
+/// address the route to c2 prefers (docker0's): Docker 1.x got this wrong (moby/moby#11998,
+/// moby/libnetwork#1729) and Docker 28 fixed it with IP_PKTINFO (moby/moby#48571).
+#[test]
+fn published_udp_port_with_the_userland_proxy() {
+    with_userland_proxy("published_udp_port_with_the_userland_proxy", Proto::Udp);
+}
+
+#[test]
+fn published_tcp_port_in_hairpin_mode() {
+    in_hairpin_mode("published_tcp_port_in_hairpin_mode", Proto::Tcp);
+}
+
+#[test]
+fn published_udp_port_in_hairpin_mode() {
+    in_hairpin_mode("published_udp_port_in_hairpin_mode", Proto::Udp);
+}
+
+#[test]
+fn ip_127_0_0_1_is_not_reachable_from_outside() {
+    world_test("ip_127_0_0_1_is_not_reachable_from_outside", |bin| {
+        let mut w = World::new(bin, "ip-lo");
+        w.start(&["--ip", "127.0.0.1"]);
+        let c1 = w.container("c1");
+        let web = c1.run(|| Echo::start("c1", 80));
+        for proto in BOTH {
+            let map = w.publish("c1", 80, proto, None);
+            assert_eq!(map["host_ip"], "127.0.0.1", "--ip is the default: {map}");
+            let port = World::host_port(&map);
+            assert_answers(
+                &Host,
+                proto,
+                v4(Ipv4Addr::LOCALHOST, port),
+                "c1",
+                c1.gateway,
+            );
+            assert_refused(&w.outside, proto, v4(HOST_ADDR, port), &web);
+        }
+        w.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaving no trace
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn detach_release_and_teardown_restore_every_namespace() {
+    world_test(
+        "detach_release_and_teardown_restore_every_namespace",
+        |bin| {
+            let mut w = World::new(bin, "restore");
+            let host_before = NsState::capture(Tables::Host);
+            let outside_before = w.outside.state();
+            w.start(&["--icc=false"]);
+            let host_initialised = NsState::capture(Tables::Host);
+
+            let (n1, n2) = (Netns::new("c1"), Netns::new("c2"));
+            let (s1, s2) = (n1.state(), n2.state());
+            let attached = w.attach("c1", &n1, 201);
+            let c1 = World::container_of("c1", n1, attached);
+            // Attaching again changes nothing and says so.
+            assert_eq!(w.attach("c1", &c1.ns, 200), c1.attached);
+            let c2 = w.container("c2");
+            let veths = [&c1, &c2].map(|c| c.attached["host_veth"].as_str().map(str::to_owned));
+            let m1 = w.publish("c1", 80, Proto::Tcp, None);
+            w.publish("c2", 53, Proto::Udp, None);
+            w.link(&c1, &c2, &["5432/tcp"], true);
+            let web = c1.run(|| Echo::start("c1", 80));
+            let port = World::host_port(&m1);
+            assert_answers(
+                &w.outside,
+                Proto::Tcp,
+                v4(HOST_ADDR, port),
+                "c1",
+                OUTSIDE_ADDR,
+            );
+
+            // A container with an interface and a port but no namespace: release_interface.
+            w.call(
+                "/v1/allocate_interface",
+                &serde_json::json!({"id": "c3"}),
+                201,
+            );
+            w.publish("c3", 8080, Proto::Tcp, None);
+            w.call(
+                "/v1/release_interface",
+                &serde_json::json!({"id": "c3"}),
+                200,
+            );
+
+            // Detach: the container's namespace is as it started, its port is gone.
+            w.detach("c1");
+            assert_eq!(c1.ns.state(), s1, "c1's namespace after detach");
+            assert_refused(&w.outside, Proto::Tcp, v4(HOST_ADDR, port), &web);
+            // c1's link to c2 went with it: no rule may name an address that is free again.
+            let state = w.daemon().state();
+            assert_eq!(state["links"], serde_json::json!([]), "{state}");
+            w.detach("c2");
+            assert_eq!(c2.ns.state(), s2, "c2's namespace after detach");
+            for v in veths.iter().flatten() {
+                assert!(testns::ip_link(v).is_none(), "{v} left on the host");
+            }
+            let state = w.daemon().state();
+            assert_eq!(state["containers"], serde_json::json!({}), "{state}");
+            assert_eq!(state["links"], serde_json::json!([]), "{state}");
+            // Everything per container is gone: the host is as the daemon's init left it.
+            assert_eq!(
+                NsState::capture(Tables::Host),
+                host_initialised,
+                "the host after detaching and releasing everything"
+            );
+
+            w.teardown();
+            assert_eq!(
+                NsState::capture(Tables::Host),
+                host_before,
+                "host after teardown"
+            );
+            assert_eq!(w.outside.state(), outside_before, "outside after teardown");
+            assert_eq!(c1.ns.state(), s1, "c1 after teardown");
+            assert_eq!(c2.ns.state(), s2, "c2 after teardown");
+        },
+    );
+}
+
+#[test]
+fn teardown_with_containers_attached_restores_every_namespace() {
+    world_test(
+        "teardown_with_containers_attached_restores_every_namespace",
+        |bin| {
+            let mut w = World::new(bin, "teardown-attached");
+            let host_before = NsState::capture(Tables::Host);
+            let outside_before = w.outside.state();
+            w.start(&[]);
+            let n1 = Netns::new("c1");
+            let s1 = n1.state();
+            let attached = w.attach("c1", &n1, 201);
+            let c1 = World::container_of("c1", n1, attached);
+            let m = w.publish("c1", 80, Proto::Tcp, None);
+            let web = c1.run(|| Echo::start("c1", 80));
+            let port = World::host_port(&m);
+            assert_answers(
+                &w.outside,
+                Proto::Tcp,
+                v4(HOST_ADDR, port),
+                "c1",
+                OUTSIDE_ADDR,
+            );
+
+            // Stop and tear down with c1 still plugged in: teardown releases all it recorded.
+            w.teardown();
+            assert_eq!(
+                NsState::capture(Tables::Host),
+                host_before,
+                "host after teardown"
+            );
+            assert_eq!(c1.ns.state(), s1, "c1 after teardown");
+            assert_eq!(w.outside.state(), outside_before, "outside after teardown");
+            drop(web);
+        },
+    );
+}
+
+#[test]
+fn cli_attach_and_detach() {
+    world_test("cli_attach_and_detach", |bin| {
+        let mut w = World::new(bin, "cli-attach");
+        w.start(&[]);
+        let host = Echo::start("host", ECHO);
+
+        // By path, with the default interface name.
+        let n1 = Netns::new("c1");
+        let s1 = n1.state();
+        w.cli(&["attach", "c1", n1.path_str()]).assert_success();
+        // By process id, with another interface name.
+        let n2 = Netns::new("c2");
+        let s2 = n2.state();
+        let tid = n2.tid().to_string();
+        w.cli(&["attach", "c2", &tid, "--ifname", "net1"])
+            .assert_success();
+
+        let state = w.daemon().state();
+        for (id, ns, ifname) in [("c1", &n1, "eth0"), ("c2", &n2, "net1")] {
+            let ip: Ipv4Addr = state["containers"][id]["ip"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no ip for {id} in {state}"));
+            let addrs = ns.run(|| testns::ip_addrs4(ifname));
+            assert_eq!(addrs.len(), 1, "{id}: {ifname} {addrs:?}");
+            assert!(addrs[0].starts_with(&format!("{ip}/")), "{id}: {addrs:?}");
+            let gateway = state["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no bridge address in {state}"));
+            assert_answers(ns, Proto::Tcp, v4(gateway, ECHO), "host", ip);
+        }
+
+        w.cli(&["detach", "c1"]).assert_success();
+        w.cli(&["detach", "c2"]).assert_success();
+        assert_eq!(n1.state(), s1, "c1 after detach");
+        assert_eq!(n2.state(), s2, "c2 after detach");
+        drop(host);
+        w.stop();
+    });
+}
