@@ -24,7 +24,6 @@
 mod ns;
 mod ours;
 mod peers;
-mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -35,7 +34,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::ns::{Graveyard, Netns};
-use crate::stats::{Summary, ratio};
+use bench_init::stats::{Summary, ratio};
 
 /// The aim: at least this many times faster per container than each peer.
 const TARGET_RATIO: f64 = 10.0;

@@ -29,7 +29,6 @@
 mod build;
 mod docker;
 mod measure;
-mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +40,7 @@ use netcore::config::Config;
 use serde::Serialize;
 
 use crate::measure::{Backend, Inputs, Scenario};
-use crate::stats::{Series, Summary};
+use bench_init::stats::{Series, Summary};
 
 /// The target for the whole init, in process.
 const TARGET_US: f64 = 5_000.0;

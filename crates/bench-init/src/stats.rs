@@ -75,6 +75,14 @@ impl Series {
     }
 }
 
+/// `a / b`, or `None` when either is missing or `b` is not positive.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +133,12 @@ mod tests {
             got,
             vec![("b".to_owned(), 2, 2.0), ("a".to_owned(), 1, 2.0)]
         );
+    }
+
+    #[test]
+    fn ratio_needs_both_and_a_positive_divisor() {
+        assert_eq!(ratio(Some(10.0), Some(4.0)), Some(2.5));
+        assert_eq!(ratio(Some(10.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(1.0)), None);
     }
 }

@@ -1,0 +1,3 @@
+//! Shared by the `cargo xtask bench` binaries: order statistics of timings.
+
+pub mod stats;
