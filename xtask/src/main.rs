@@ -309,11 +309,14 @@ fn bench(what: &str) -> Result<()> {
 fn demo() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "dockerd-net"]))?;
     let bin = root().join("target/release/dockerd-net");
+    // The record goes to a throwaway directory too, not the host's /var/lib/dockerd-net.
+    let data = env::temp_dir().join(format!("dockerd-net-demo-{}", std::process::id()));
     let script = format!(
         r#"set -e
 ip link set lo up
+bin="{bin} --data-root {data}"
 echo '== dockerd-net init (in a throwaway network namespace) =='
-{bin} init
+$bin init
 echo
 echo '== ip addr show docker0 =='
 ip addr show docker0
@@ -323,13 +326,15 @@ iptables-save -t filter | grep -v '^#'
 iptables-save -t nat | grep -v '^#'
 echo
 echo '== dockerd-net teardown =='
-{bin} teardown
+$bin teardown
+rm -rf {data}
 echo
 echo '== after teardown =='
 ip -br link
 iptables-save | grep -v '^#'
 "#,
-        bin = bin.display()
+        bin = bin.display(),
+        data = data.display()
     );
     // `unshare -n -m`: a private network namespace (and mount namespace, so nothing of
     // ours is visible outside); it vanishes with the shell.

@@ -342,7 +342,7 @@ pub fn whole_process(
             said.contains("ip_forward to 1") && said.contains("FORWARD policy to DROP");
         ensure!(
             said.contains("bridge: created docker0")
-                && said.contains("in 2 iptables-restore batch(es)")
+                && said.contains("applied to tables nat, filter")
                 && forwarding == (scenario == Scenario::Fresh),
             "{} init ({scenario:?}) did not do the expected init; it said:\n{said}",
             bin.display()

@@ -351,11 +351,11 @@ fn print_summary(plan: &Plan, applied: &init::Applied) {
     println!("bridge: {verb} {}", plan.bridge);
     println!("address: {}", plan.addr);
     println!("subnet: {}", plan.subnet());
-    let (mut batches, mut lines) = (0, 0);
+    let (mut tables, mut lines) = (Vec::new(), 0);
     for step in &applied.done {
         match step {
             init::Step::Firewall(batch) => {
-                batches += 1;
+                tables.push(batch.table.name());
                 lines += batch.lines.len();
             }
             init::Step::IpForward { .. } | init::Step::ForwardPolicy { .. } => {
@@ -364,10 +364,13 @@ fn print_summary(plan: &Plan, applied: &init::Applied) {
             _ => {}
         }
     }
-    if batches == 0 {
+    if tables.is_empty() {
         println!("firewall: nothing to add");
     } else {
-        println!("firewall: {lines} lines applied in {batches} iptables-restore batch(es)");
+        println!(
+            "firewall: {lines} lines applied to tables {} (iptables-restore --noflush)",
+            tables.join(", ")
+        );
     }
     for w in &applied.warnings {
         println!("warning: {w}");

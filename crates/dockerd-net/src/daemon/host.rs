@@ -36,7 +36,7 @@ pub fn init_host(
         tracing::warn!("{w}");
     }
     for step in &applied.done {
-        tracing::info!("init: {}", step.to_string().trim_end());
+        tracing::debug!("init: {}", step.to_string().trim_end());
     }
     let params = config
         .iptables
