@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     config_file: Option<PathBuf>,
 
-    /// Where dockerd-net keeps what it changed (for teardown)
+    /// Where dockerd-net keeps its state (allocations, and what init changed, for teardown)
     #[arg(long, global = true, default_value = "/var/lib/dockerd-net")]
     data_root: PathBuf,
 
@@ -74,8 +74,9 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Remove what init made: our rules and chains, and the bridge, forwarding and FORWARD
-    /// policy if init changed them
+    /// Remove what init and the daemon made: the recorded containers' veths and rules, our
+    /// chains, and the bridge, forwarding and FORWARD policy if init changed them (stop the
+    /// daemon first)
     Teardown {
         /// Print the plan and change nothing
         #[arg(long)]
