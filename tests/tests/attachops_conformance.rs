@@ -12,14 +12,11 @@
 //! Adding a backend is one more `#[test]` with one call, e.g.
 //! `attach_conformance(|| IoctlLinks::new().expect("ioctl"), |ns| IoctlLinks::new_in(ns).expect("ioctl in ns"));`
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::path::Path;
+use std::thread::{self};
 use std::time::Duration;
 
 use e2e_tests::{has_flag, kernel_index, kernel_links, kernel_routes_v4};
@@ -27,7 +24,7 @@ use ipnet::Ipv4Net;
 use netcore::attach::{AttachRequest, AttachSide, apply, host_veth_name, plan};
 use netcore::mac::MacAddr;
 use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, RouteV4, VethSpec};
-use testns::{ip_link, run};
+use testns::{Netns as Container, ip_link, run};
 
 #[test]
 fn netlink_attach_conforms() {
@@ -134,70 +131,6 @@ fn attach_conformance<H: LinkOps + AttachOps + 'static>(
 // ---------------------------------------------------------------------------------------------
 // The container and reading the kernel inside it.
 // ---------------------------------------------------------------------------------------------
-
-/// A stand-in for a container's network namespace: a thread that unshares its network
-/// namespace and then waits, so its `/proc/<pid>/task/<tid>/ns/net` stays valid (and the
-/// namespace alive) until the value is dropped. Its `lo` is left down, as a new container's is.
-struct Container {
-    path: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Container {
-    fn new() -> Self {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread = thread::spawn(move || {
-            testns::unshare_net().expect("unshare the container's namespace");
-            // "<pid>/task/<tid>": this thread's own entry.
-            let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-            ready_tx
-                .send(Path::new("/proc").join(me).join("ns/net"))
-                .expect("send the namespace path");
-            // Returns once the sender is dropped.
-            let _ = stop_rx.recv();
-        });
-        let path = ready_rx.recv().expect("container thread started");
-        Self {
-            path,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` on a thread that joined the container's namespace (child processes such as
-    /// `ip`, and sockets made there, belong to it); a panic in `f` is propagated.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        thread::scope(|s| {
-            let h = s.spawn(|| {
-                let ns = File::open(&self.path).expect("open the container's namespace");
-                // SAFETY: setns takes a valid fd (borrowed from a live File) and a flag word,
-                // and changes only this scoped thread's namespace, which ends with it.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn names() -> Vec<String> {
     kernel_links().into_iter().map(|l| l.name).collect()

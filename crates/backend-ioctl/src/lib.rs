@@ -231,6 +231,22 @@ impl IoctlLinks {
         })
     }
 
+    /// The IPv4 addresses grouped by device (alias labels such as `br0:1` folded into
+    /// `br0`), each device's in kernel order.
+    fn addrs_by_device(&self, op: &str) -> Result<HashMap<String, Vec<Ipv4Net>>, OpsError> {
+        let mut addrs: HashMap<String, Vec<Ipv4Net>> = HashMap::new();
+        for (label, net) in self
+            .addr_entries()
+            .map_err(|e| OpsError::from_io(format!("{op}: read IPv4 addresses"), e))?
+        {
+            addrs
+                .entry(device_of(&label).to_owned())
+                .or_default()
+                .push(net);
+        }
+        Ok(addrs)
+    }
+
     /// Every IPv4 address with its prefix, as (label, address), in kernel order.
     fn addr_entries(&self) -> io::Result<Vec<(String, Ipv4Net)>> {
         let mut out = Vec::new();
@@ -347,16 +363,7 @@ impl LinkOps for IoctlLinks {
         let text = read_proc(op, NET_DEV)?;
         let names =
             procfs::parse_net_dev(&text).map_err(|e| OpsError::new(op, OpsErrorKind::Other, e))?;
-        let mut addrs: HashMap<String, Vec<Ipv4Net>> = HashMap::new();
-        for (label, net) in self
-            .addr_entries()
-            .map_err(|e| OpsError::from_io(format!("{op}: read IPv4 addresses"), e))?
-        {
-            addrs
-                .entry(device_of(&label).to_owned())
-                .or_default()
-                .push(net);
-        }
+        let mut addrs = self.addrs_by_device(op)?;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             match self.link_info(&name, &mut addrs) {
@@ -374,16 +381,7 @@ impl LinkOps for IoctlLinks {
         if name.is_empty() || name.len() >= sys::IFNAMSIZ {
             return Ok(None);
         }
-        let mut addrs: HashMap<String, Vec<Ipv4Net>> = HashMap::new();
-        for (label, net) in self
-            .addr_entries()
-            .map_err(|e| OpsError::from_io(format!("{op}: read IPv4 addresses"), e))?
-        {
-            addrs
-                .entry(device_of(&label).to_owned())
-                .or_default()
-                .push(net);
-        }
+        let mut addrs = self.addrs_by_device(&op)?;
         match self.link_info(name, &mut addrs) {
             Ok(info) => Ok(Some(info)),
             Err(e) if vanished(&e) => Ok(None),

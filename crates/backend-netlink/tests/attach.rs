@@ -4,87 +4,15 @@
 //! right namespace, never through the backend under test.
 #![allow(clippy::unwrap_used)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::path::Path;
+use std::thread::{self};
 
 use backend_netlink::NetlinkLinks;
 use netcore::mac::MacAddr;
 use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, RouteV4, VethSpec};
 use serde_json::Value;
-use testns::{in_netns, ip_addrs4, ip_link, ip_links, ip_routes4, run};
-
-/// A stand-in for a container's network namespace: a thread that unshares its network
-/// namespace and then just waits, so `/proc/<pid>/task/<tid>/ns/net` stays valid (and the
-/// namespace alive) until the value is dropped. Its `lo` is left down, as a new container's is.
-struct Container {
-    path: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Container {
-    fn new() -> Self {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread = thread::spawn(move || {
-            testns::unshare_net().unwrap();
-            // "<pid>/task/<tid>": this thread's own entry, whatever thread it is.
-            let me = std::fs::read_link("/proc/thread-self").unwrap();
-            ready_tx
-                .send(Path::new("/proc").join(me).join("ns/net"))
-                .unwrap();
-            // Returns once the sender is dropped.
-            let _ = stop_rx.recv();
-        });
-        let path = ready_rx.recv().unwrap();
-        Self {
-            path,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` on a thread inside the container's namespace (child processes such as `ip`
-    /// inherit it) and returns its result; a panic in `f` is propagated.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        in_ns(&self.path, f)
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Runs `f` on a scoped thread that has joined the network namespace at `path`.
-fn in_ns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        let h = s.spawn(|| {
-            let ns = File::open(path).unwrap();
-            // SAFETY: setns takes a valid fd (borrowed from a live File) and a flag word, and
-            // changes only this scoped thread's namespace, which ends with it.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        });
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    })
-}
+use testns::{Netns as Container, in_netns, ip_addrs4, ip_link, ip_links, ip_routes4, run};
 
 fn names() -> Vec<String> {
     ip_links()

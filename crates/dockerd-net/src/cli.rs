@@ -140,7 +140,9 @@ fn init_logging(level: &str) {
 }
 
 fn run(cli: Cli, cmd: Option<Cmd>) -> Result<()> {
-    let socket = socket_path(&cli.host)?;
+    // Only `unix://` is served: the API has no authentication, so it must not be reachable
+    // over TCP (Docker's `-H tcp://` without TLS is a classic hole).
+    let socket = client::parse_host(&cli.host)?;
     let mode = flags::resolve(&cli.net, cli.config_file.as_deref())?;
     match cmd {
         Some(Cmd::Client(_)) => bail!("internal: client commands are dispatched in main"),
@@ -159,12 +161,6 @@ fn run(cli: Cli, cmd: Option<Cmd>) -> Result<()> {
         },
         Some(Cmd::Teardown { dry_run }) => cmd_teardown(&cli_paths(&cli), dry_run),
     }
-}
-
-/// The socket path of a `-H` URL. Only `unix://` is served: the API has no authentication,
-/// so it must not be reachable over TCP (Docker's `-H tcp://` without TLS is a classic hole).
-pub fn socket_path(host: &str) -> Result<PathBuf> {
-    Ok(client::parse_host(host)?)
 }
 
 #[cfg(feature = "daemon")]

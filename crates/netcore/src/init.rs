@@ -419,13 +419,7 @@ pub fn apply(
                 i += 1;
             }
             tracing::debug!(batches = group.len(), "init step: firewall");
-            if let Err(source) = fw.apply_batches(&group) {
-                // Tables are committed one by one, so part of the group may be in: undo
-                // each batch on its own (the undo of an additive batch that was not applied
-                // fails atomically, harmlessly).
-                for batch in group.iter().rev() {
-                    let _ = fw.apply(&firewall::undo_of(batch));
-                }
+            if let Err(source) = crate::ops::apply_additive(fw, &group) {
                 let rollback_errors = rollback(&done, link, fw, sys);
                 let tables: Vec<&str> = group.iter().map(|b| b.table.name()).collect();
                 return Err(InitError::Step {

@@ -160,6 +160,19 @@ pub trait FirewallOps {
     fn set_policy(&mut self, table: Table, chain: &str, policy: Policy) -> Result<(), OpsError>;
 }
 
+/// Applies additive batches (see [`Batch::is_additive`]) together with
+/// [`FirewallOps::apply_batches`], all or nothing: tables are committed one by one, so when
+/// the group fails, part of it may be in, and each batch is undone on its own (the undo of
+/// an additive batch that was not applied fails atomically, harmlessly).
+pub fn apply_additive(fw: &mut dyn FirewallOps, batches: &[Batch]) -> Result<(), OpsError> {
+    debug_assert!(batches.iter().all(Batch::is_additive));
+    fw.apply_batches(batches).inspect_err(|_| {
+        for batch in batches.iter().rev() {
+            let _ = fw.apply(&crate::firewall::undo_of(batch));
+        }
+    })
+}
+
 /// Kernel parameters under `/proc/sys`.
 pub trait SysctlOps {
     /// Reads a key given as a path below `/proc/sys`, e.g. `net/ipv4/ip_forward`; trimmed.

@@ -9,9 +9,13 @@
 //! Read per-namespace files through `/proc/thread-self/...`, never `/proc/self/...`, which
 //! follows the process's main thread.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
 
 /// Runs `f` on a new thread inside a fresh network namespace (loopback up) and returns its
 /// result. A panic in `f` is propagated to the caller, so assertions work as usual.
@@ -34,6 +38,88 @@ where
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// A second network namespace for a test, e.g. a stand-in for a container: a parked thread
+/// that unshared its network namespace, so `/proc/<pid>/task/<tid>/ns/net` stays valid (and
+/// the namespace alive) until the value is dropped. Its `lo` is left down, as a new
+/// container's is.
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Netns {
+    /// Makes the namespace (panics without the privilege, like [`in_netns`]).
+    pub fn new() -> Self {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            if let Err(e) = unshare_net() {
+                panic!("unshare(CLONE_NEWNET): {e}");
+            }
+            // "<pid>/task/<tid>": this thread's own entry.
+            let me = std::fs::read_link("/proc/thread-self")
+                .unwrap_or_else(|e| panic!("/proc/thread-self: {e}"));
+            let _ = ready_tx.send(Path::new("/proc").join(me).join("ns/net"));
+            // Returns once the sender is dropped.
+            let _ = stop_rx.recv();
+        });
+        let path = ready_rx
+            .recv()
+            .unwrap_or_else(|e| panic!("namespace thread did not start: {e}"));
+        Self {
+            path,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The namespace's path, for `setns` or an API that takes one.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a thread inside this namespace (child processes such as `ip`, and sockets
+    /// made there, belong to it); a panic in `f` is propagated.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns_at(&self.path, f)
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` on a scoped thread that has joined the network namespace at `path`.
+pub fn in_netns_at<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|s| {
+        let h = s.spawn(|| {
+            let ns = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            // SAFETY: setns takes a valid fd (borrowed from a live File) and a flag word, and
+            // changes only this scoped thread's namespace, which ends with it.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+            f()
+        });
+        match h.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
 }
 
 /// Moves the calling thread into a new network namespace.

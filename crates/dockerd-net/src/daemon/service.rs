@@ -975,17 +975,12 @@ impl Service {
         // instead of two). Only for additive batches, whose undo is safe whether or not
         // their table was committed before the failure (tables are committed one by one).
         if batches.len() > 1 && batches.iter().all(Batch::is_additive) {
-            return match self.b.fw.apply_batches(batches) {
+            return match netcore::ops::apply_additive(&mut *self.b.fw, batches) {
                 Ok(()) => Ok(batches.to_vec()),
-                Err(e) => {
-                    for batch in batches.iter().rev() {
-                        let _ = self.b.fw.apply(&firewall::undo_of(batch));
-                    }
-                    Err(ServiceError::host(
-                        "applying the firewall rules (the request was reverted)",
-                        format!("{e:#}"),
-                    ))
-                }
+                Err(e) => Err(ServiceError::host(
+                    "applying the firewall rules (the request was reverted)",
+                    format!("{e:#}"),
+                )),
             };
         }
         let mut done: Vec<Batch> = Vec::new();
@@ -1058,8 +1053,10 @@ impl Service {
         }
         let wanted = self.net.rules();
         // nat first, as the handlers do: the DNAT before the ACCEPT that lets it through.
-        for table in [Table::Nat, Table::Filter] {
-            let text = self.b.fw.save(table)?;
+        // Both tables in one read (one iptables-save process).
+        let tables = [Table::Nat, Table::Filter];
+        let texts = self.b.fw.save_tables(&tables)?;
+        for (table, text) in tables.into_iter().zip(texts) {
             let listing = Listing::parse(table, &text)?;
             if let Some(batch) = reconcile::plan(
                 table,
