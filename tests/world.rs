@@ -611,10 +611,16 @@ impl World {
         }
     }
 
-    /// `POST /v1/detach` (200).
+    /// `POST /v1/detach` (200). With `wait`, the daemon answers once the veth pair is
+    /// deleted; without, once the container is unplugged (the pair is deleted soon after).
     #[track_caller]
-    pub fn detach(&self, id: &str) -> serde_json::Value {
-        self.call("/v1/detach", &serde_json::json!({ "id": id }), 200)
+    pub fn detach(&self, id: &str, wait: bool) -> serde_json::Value {
+        let body = if wait {
+            serde_json::json!({ "id": id, "wait": true })
+        } else {
+            serde_json::json!({ "id": id })
+        };
+        self.call("/v1/detach", &body, 200)
     }
 
     /// Publishes `container_port/proto` of `id` on a dynamic host port (and on `host_ip`, if

@@ -23,7 +23,7 @@ use e2e_tests::{has_flag, kernel_index, kernel_links, kernel_routes_v4};
 use ipnet::Ipv4Net;
 use netcore::attach::{AttachRequest, AttachSide, apply, host_veth_name, plan};
 use netcore::mac::MacAddr;
-use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, RouteV4, VethSpec};
+use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, REAP_GROUP, RouteV4, VethSpec};
 use testns::{Netns as Container, ip_link, run};
 
 #[test]
@@ -87,6 +87,14 @@ const CASES: &[Case] = &[
     (
         "attach_failing_late_removes_the_veth",
         attach_failing_late_removes_the_veth,
+    ),
+    (
+        "retire_unplugs_and_delete_group_takes_both_ends",
+        retire_unplugs_and_delete_group_takes_both_ends,
+    ),
+    (
+        "delete_group_of_an_empty_group_is_ok",
+        delete_group_of_an_empty_group_is_ok,
     ),
 ];
 
@@ -567,4 +575,94 @@ fn ioctl_attach_conforms() {
         || backend_ioctl::IoctlLinks::new().expect("ioctl"),
         |ns| backend_ioctl::IoctlLinks::new_in(ns).expect("ioctl in ns"),
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retiring a veth and deleting the reap group (detach's two steps).
+// ---------------------------------------------------------------------------------------------
+
+fn group_of(link: &serde_json::Value) -> String {
+    link["group"].as_str().unwrap_or_default().to_owned()
+}
+
+fn retire_unplugs_and_delete_group_takes_both_ends(env: &Env<'_>) {
+    docker0();
+    // An administrator's link in a group of its own: not ours to delete.
+    run(&[
+        "ip", "link", "add", "cfadmin0", "group", "7", "type", "bridge",
+    ]);
+    let mut host = env.host();
+    for (h, p) in [("vethcf0", "eth0"), ("vethcf1", "eth1")] {
+        host.create_veth(&veth(env, h, p)).expect("create_veth");
+        host.set_master(h, "docker0").expect("set_master");
+        host.set_up(h).expect("set_up");
+    }
+    let mut inside = env.inside();
+    inside.set_up("eth0").expect("eth0 up inside");
+    env.ctr.run(|| {
+        let eth0 = kernel_link("eth0");
+        assert!(!has_flag(&eth0, "NO-CARRIER"), "carrier before: {eth0}");
+    });
+
+    host.retire_link("vethcf0", REAP_GROUP)
+        .expect("retire_link");
+    let l = kernel_link("vethcf0");
+    assert!(l.get("master").is_none(), "off the bridge: {l}");
+    assert!(!has_flag(&l, "UP"), "down: {l}");
+    assert_eq!(group_of(&l), REAP_GROUP.to_string(), "{l}");
+    let other = kernel_link("vethcf1");
+    assert_eq!(other["master"], "docker0", "the other port stays: {other}");
+    assert_eq!(group_of(&other), "default", "{other}");
+    env.ctr.run(|| {
+        let eth0 = kernel_link("eth0");
+        assert!(
+            has_flag(&eth0, "NO-CARRIER"),
+            "the container end lost its carrier: {eth0}"
+        );
+    });
+    let err = host
+        .retire_link("cfnosuch0", REAP_GROUP)
+        .expect_err("no such link");
+    assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("cfnosuch0"), "{err}");
+
+    host.retire_link("vethcf1", REAP_GROUP)
+        .expect("retire_link");
+    host.delete_group(REAP_GROUP).expect("delete_group");
+    assert_eq!(
+        names(),
+        ["lo", "docker0", "cfadmin0"],
+        "both host ends gone, the rest stays"
+    );
+    assert_eq!(group_of(&kernel_link("cfadmin0")), "7");
+    env.ctr
+        .run(|| assert_eq!(names(), ["lo"], "both container ends gone"));
+    // Nothing left in the group: still fine.
+    host.delete_group(REAP_GROUP)
+        .expect("delete_group of an emptied group");
+}
+
+fn delete_group_of_an_empty_group_is_ok(env: &Env<'_>) {
+    run(&["ip", "link", "add", "cfbr1", "type", "bridge"]);
+    let mut host = env.host();
+    host.delete_group(REAP_GROUP)
+        .expect("nothing in the group is not an error");
+    assert_eq!(names(), ["lo", "cfbr1"], "nothing deleted");
+    // A group holding a link that cannot be deleted is refused whole: nothing goes.
+    host.create_veth(&veth(env, "vethcf0", "eth0"))
+        .expect("create_veth");
+    host.retire_link("vethcf0", REAP_GROUP)
+        .expect("retire_link");
+    host.retire_link("lo", REAP_GROUP)
+        .expect("lo into the group");
+    let err = host
+        .delete_group(REAP_GROUP)
+        .expect_err("loopback cannot be deleted");
+    assert_ne!(err.kind, OpsErrorKind::NotFound, "{err}");
+    assert_eq!(names(), ["lo", "cfbr1", "vethcf0"]);
+    env.ctr.run(|| assert_eq!(names(), ["lo", "eth0"]));
+    run(&["ip", "link", "set", "lo", "group", "default", "up"]);
+    host.delete_group(REAP_GROUP).expect("delete_group");
+    assert_eq!(names(), ["lo", "cfbr1"]);
+    env.ctr.run(|| assert_eq!(names(), ["lo"]));
 }

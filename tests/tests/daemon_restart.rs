@@ -153,3 +153,94 @@ fn restarts_keep_state_and_rules_and_never_hand_out_twice() {
         );
     });
 }
+
+/// A daemon killed between detach's two steps (the host veth retired: off the bridge, down,
+/// in the reap group; not yet deleted) leaves the veth unplugged; the next start deletes it,
+/// with its container end, and nothing of another group. Shutdown leaves none either.
+#[test]
+fn veths_left_retired_by_a_crash_are_deleted_at_start() {
+    if !testns::can_run_kernel_tests("veths_left_retired_by_a_crash_are_deleted_at_start") {
+        return;
+    }
+    let bin = dockerd_net();
+    testns::in_netns(move || {
+        let inst = Instance::new(bin, "daemon-reap");
+        let ctr = testns::Netns::new();
+        let ns = ctr.path().display().to_string();
+        let group = netcore::ops::REAP_GROUP.to_string();
+        let d = inst.start_daemon(&[]);
+        let a = post_ok(
+            &d,
+            "/v1/attach",
+            &serde_json::json!({"id": "c1", "netns": ns}).to_string(),
+        );
+        let veth = a["host_veth"].as_str().expect("host_veth").to_owned();
+        assert!(
+            d.log_text()
+                .contains("deleted the veths a previous run left retired")
+        );
+        d.kill();
+
+        // What the killed daemon's detach had done to c1's veth before the crash; a veth of
+        // an earlier detach, retired and not reaped; an administrator's veth in group 7.
+        testns::run(&[
+            "ip", "link", "set", "dev", &veth, "nomaster", "down", "group", &group,
+        ]);
+        testns::run(&[
+            "ip", "link", "add", "vethold", "group", &group, "type", "veth", "peer", "name",
+            "eth1", "netns", &ns,
+        ]);
+        testns::run(&[
+            "ip",
+            "link",
+            "add",
+            "vethadmin",
+            "group",
+            "7",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth2",
+            "netns",
+            &ns,
+        ]);
+        let ctr_links = || -> Vec<String> {
+            ctr.run(|| {
+                e2e_tests::kernel_links()
+                    .into_iter()
+                    .map(|l| l.name)
+                    .collect()
+            })
+        };
+        assert_eq!(ctr_links(), ["lo", "eth0", "eth1", "eth2"]);
+
+        let d = inst.start_daemon(&[]);
+        assert!(testns::ip_link(&veth).is_none(), "{}", d.log_text());
+        assert!(testns::ip_link("vethold").is_none(), "{}", d.log_text());
+        assert_eq!(
+            testns::ip_link("vethadmin").map(|l| l["group"].clone()),
+            Some(Value::from("7")),
+            "another group is left alone"
+        );
+        assert_eq!(ctr_links(), ["lo", "eth2"], "their container ends went too");
+        // c1's record survived the crash; its veth is gone: detach releases it.
+        let d1 = post_ok(&d, "/v1/detach", r#"{"id":"c1"}"#);
+        assert_eq!(d1["detached"], true, "{d1}");
+        assert!(d1["released"].is_object(), "{d1}");
+
+        // A detach without wait right before a shutdown: the daemon deletes the veth before
+        // it exits.
+        let a = post_ok(
+            &d,
+            "/v1/attach",
+            &serde_json::json!({"id": "c2", "netns": ns}).to_string(),
+        );
+        let veth = a["host_veth"].as_str().expect("host_veth").to_owned();
+        post_ok(&d, "/v1/detach", r#"{"id":"c2"}"#);
+        let (status, log) = d.terminate();
+        assert!(status.success(), "{status}\n{log}");
+        assert!(testns::ip_link(&veth).is_none(), "{log}");
+        assert_eq!(ctr_links(), ["lo", "eth2"]);
+    });
+}

@@ -688,16 +688,22 @@ fn fault_filter_batch_rejected_after_nat_applied() {
 }
 
 /// The last step fails: `iptables -P FORWARD DROP`, after the bridge, both batches and
-/// `ip_forward=1`. A stand-in `iptables` first on `PATH` refuses `-P` and passes everything
-/// else to the real program (so the auto-detected flavour is the host's); `iptables-save` and
-/// `iptables-restore` are the real ones. Everything, ip_forward included, must be undone.
+/// `ip_forward=1`. A stand-in `iptables-nft` first on `PATH` refuses `-P` and passes
+/// everything else to the real program; `iptables-nft-save` and `iptables-nft-restore` are the
+/// real ones. Everything, ip_forward included, must be undone.
+///
+/// With `--iptables-backend nft-restore`, the flavour that runs `iptables -P`: the default
+/// nf_tables backend sets the policy over netlink, where the kernel has no reason to refuse
+/// it (its rollback of a refused transaction is in backend-nftables' kernel tests and in
+/// `fault_filter_batch_rejected_after_nat_applied`; every step's rollback, this one
+/// included, in backend-mock's `init_sequence`).
 #[test]
 fn fault_forward_policy_fails_last() {
     in_ns("fault_forward_policy_fails_last", dockerd_net, |bin| {
         let inst = Instance::new(bin, "policy");
         let wrappers = inst.dir().join("wrappers");
         std::fs::create_dir(&wrappers).expect("mkdir");
-        let real = which("iptables");
+        let real = which("iptables-nft");
         let script = format!(
             "#!/bin/sh\n\
              for a in \"$@\"; do\n\
@@ -706,7 +712,7 @@ fn fault_forward_policy_fails_last() {
              exec {} \"$@\"\n",
             real.display()
         );
-        let w = wrappers.join("iptables");
+        let w = wrappers.join("iptables-nft");
         std::fs::write(&w, script).expect("write wrapper");
         std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let path = std::env::join_paths(std::iter::once(wrappers.clone()).chain(
@@ -715,7 +721,13 @@ fn fault_forward_policy_fails_last() {
         .expect("PATH");
 
         let before = NsState::capture(Tables::Host);
-        let mut cmd = inst.command(&["--log-level", "debug", "init"]);
+        let mut cmd = inst.command(&[
+            "--log-level",
+            "debug",
+            "--iptables-backend",
+            "nft-restore",
+            "init",
+        ]);
         cmd.env("PATH", path);
         let out = run_command(cmd);
         let stderr = out.assert_failure();

@@ -445,14 +445,15 @@ fn detach_release_and_teardown_restore_every_namespace() {
                 200,
             );
 
-            // Detach: the container's namespace is as it started, its port is gone.
-            w.detach("c1");
+            // Detach (answered once the veth is deleted): the container's namespace is as it
+            // started, its port is gone.
+            w.detach("c1", true);
             assert_eq!(c1.ns.state(), s1, "c1's namespace after detach");
             assert_refused(&w.outside, Proto::Tcp, v4(HOST_ADDR, port), &web);
             // c1's link to c2 went with it: no rule may name an address that is free again.
             let state = w.daemon().state();
             assert_eq!(state["links"], serde_json::json!([]), "{state}");
-            w.detach("c2");
+            w.detach("c2", true);
             assert_eq!(c2.ns.state(), s2, "c2's namespace after detach");
             for v in veths.iter().flatten() {
                 assert!(testns::ip_link(v).is_none(), "{v} left on the host");
@@ -553,10 +554,114 @@ fn cli_attach_and_detach() {
             assert_answers(ns, Proto::Tcp, v4(gateway, ECHO), "host", ip);
         }
 
-        w.cli(&["detach", "c1"]).assert_success();
+        // --wait: answered once the veth is deleted.
+        let out = w.cli(&["detach", "c1", "--wait"]);
+        out.assert_success();
+        assert_eq!(n1.state(), s1, "c1 after detach --wait");
+        // Without: answered once unplugged; the pair goes soon after.
         w.cli(&["detach", "c2"]).assert_success();
-        assert_eq!(n1.state(), s1, "c1 after detach");
-        assert_eq!(n2.state(), s2, "c2 after detach");
+        eventually("c2's namespace as it started", || n2.state() == s2);
+        drop(host);
+        w.stop();
+    });
+}
+
+/// Polls for at most five seconds.
+#[track_caller]
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn detach_unplugs_at_once_and_the_veth_is_gone_soon_after() {
+    world_test(
+        "detach_unplugs_at_once_and_the_veth_is_gone_soon_after",
+        |bin| {
+            let mut w = World::new(bin, "detach-reap");
+            w.start(&[]);
+            let host_initialised = NsState::capture(Tables::Host);
+            let host = Echo::start("host", ECHO);
+            let n1 = Netns::new("c1");
+            let s1 = n1.state();
+            let attached = w.attach("c1", &n1, 201);
+            let c1 = World::container_of("c1", n1, attached);
+            let veth = c1.attached["host_veth"]
+                .as_str()
+                .expect("host_veth")
+                .to_owned();
+            assert_answers(&c1, Proto::Tcp, v4(c1.gateway, ECHO), "host", c1.ip);
+
+            let d = w.detach("c1", false);
+            assert_eq!(d["detached"], true, "{d}");
+            assert_eq!(d["host_veth"], veth.as_str(), "{d}");
+            // (a) Right after the answer: the host end is unplugged and down, or already gone.
+            if let Some(l) = testns::ip_link(&veth) {
+                assert!(l.get("master").is_none(), "still on the bridge: {l}");
+                assert!(!e2e_tests::has_flag(&l, "UP"), "still up: {l}");
+                assert_eq!(
+                    l["group"],
+                    netcore::ops::REAP_GROUP.to_string(),
+                    "retired: {l}"
+                );
+            }
+            // ...so the container reaches nothing any more.
+            let r = c1.run(|| world::exchange(Proto::Tcp, v4(c1.gateway, ECHO), DROPPED));
+            assert!(
+                !matches!(r, Reach::Answered(_)),
+                "c1 still connected: {r:?}"
+            );
+            // Its allocations are released at once.
+            let state = w.daemon().state();
+            assert_eq!(state["containers"], serde_json::json!({}), "{state}");
+            // (b) The reaper deletes both ends soon after.
+            eventually("the host end deleted", || testns::ip_link(&veth).is_none());
+            eventually("the container end deleted", || c1.ns.state() == s1);
+            assert_eq!(
+                NsState::capture(Tables::Host),
+                host_initialised,
+                "the host as the daemon's init left it"
+            );
+
+            drop(host);
+            w.stop();
+        },
+    );
+}
+
+/// An attach of the same container into the same namespace with the same interface name
+/// right after its detach: the old pair may still wait for the reaper (eth0 taken inside,
+/// the old host end still there), and the attach must succeed all the same.
+#[test]
+fn immediate_reattach_into_the_same_namespace_works() {
+    world_test("immediate_reattach_into_the_same_namespace_works", |bin| {
+        let mut w = World::new(bin, "reattach-now");
+        w.start(&[]);
+        let host = Echo::start("host", ECHO);
+        let c1 = w.container("c1");
+        let veth1 = c1.attached["host_veth"]
+            .as_str()
+            .expect("host_veth")
+            .to_owned();
+        w.detach("c1", false);
+        let again = w.attach("c1", &c1.ns, 201);
+        let ip: Ipv4Addr = again["interface"]["ip"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no ip in {again}"));
+        assert_answers(&c1.ns, Proto::Tcp, v4(c1.gateway, ECHO), "host", ip);
+        let port = testns::ip_link(again["host_veth"].as_str().expect("host_veth"))
+            .expect("the new host end");
+        assert_eq!(port["master"], "docker0", "{port}");
+        eventually("the old pair deleted", || {
+            veth1 == again["host_veth"] || testns::ip_link(&veth1).is_none()
+        });
         drop(host);
         w.stop();
     });

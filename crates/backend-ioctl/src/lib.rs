@@ -15,9 +15,11 @@
 //! | [`AttachOps::set_master`] | `SIOCBRADDIF` (Docker 1.x `AddToBridge`) |
 //! | [`AttachOps::set_hairpin`] | rtnetlink `RTM_SETLINK` to `AF_BRIDGE`, `IFLA_BRPORT_MODE` |
 //! | [`AttachOps::add_route`] | `SIOCADDRT` |
+//! | [`AttachOps::retire_link`] | rtnetlink `RTM_NEWLINK`: `IFLA_MASTER` 0, `IFF_UP` cleared, `IFLA_GROUP` (no ioctl sets a device group) |
+//! | [`AttachOps::delete_group`] | rtnetlink `RTM_DELLINK` with `IFLA_GROUP` |
 //!
 //! The netlink requests are built by a small module of this crate (`nl.rs`), not by a
-//! netlink crate: three fixed messages, no async runtime.
+//! netlink crate: a few fixed messages, no async runtime.
 //!
 //! # Namespaces
 //!
@@ -96,9 +98,10 @@ const ENXIO: i32 = 6;
 #[derive(Debug)]
 pub struct IoctlLinks {
     sock: IfSocket,
-    /// Opened with `sock`; only [`AttachOps::create_veth`], [`AttachOps::set_hairpin`] and
-    /// the `EBUSY` check of [`AttachOps::set_master`] need it, so a failure to open it is
-    /// reported by those.
+    /// Opened with `sock`; only [`AttachOps::create_veth`], [`AttachOps::set_hairpin`],
+    /// [`AttachOps::retire_link`], [`AttachOps::delete_group`], the deletion of a link that
+    /// is not a bridge and the `EBUSY` check of [`AttachOps::set_master`] need it, so a
+    /// failure to open it is reported by those.
     nl: Result<NlSocket, io::Error>,
     /// (device, inode) of the sockets' namespace, if it could be told.
     netns: Option<(u64, u64)>,
@@ -830,6 +833,35 @@ impl AttachOps for IoctlLinks {
             .map_err(|e| OpsError::from_io(&op, e))?;
         debug!(?route, "added route");
         Ok(())
+    }
+
+    /// One rtnetlink `RTM_NEWLINK` on the link by name: off its bridge, down, into `group`
+    /// (no ioctl sets a device group, and doing it in one message spares two more round
+    /// trips). A missing link is [`OpsErrorKind::NotFound`].
+    fn retire_link(&mut self, link: &str, group: u32) -> Result<(), OpsError> {
+        let op = format!("retire {link} (nomaster, down, group {group})");
+        name_req(&op, link)?;
+        let res = self
+            .nl(&op)?
+            .request(|seq| nl::retire_link(seq, link, group));
+        expect_ack(&op, res)?;
+        debug!(link, group, "retired link");
+        Ok(())
+    }
+
+    /// One rtnetlink `RTM_DELLINK` with `IFLA_GROUP`: every link of the group goes, with one
+    /// RCU barrier for all. An empty group (the kernel's `ENODEV`) is not an error.
+    fn delete_group(&mut self, group: u32) -> Result<(), OpsError> {
+        let op = format!("delete the links of group {group}");
+        let res = self.nl(&op)?.request(|seq| nl::del_group(seq, group));
+        match expect_ack(&op, res) {
+            Ok(()) => {
+                debug!(group, "deleted link group");
+                Ok(())
+            }
+            Err(e) if e.kind == OpsErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,11 +1,12 @@
-//! A minimal rtnetlink client for the two things no ioctl can do: create a veth pair and set
-//! a bridge port flag.
+//! A minimal rtnetlink client for the things no ioctl can do: create a veth pair, set a
+//! bridge port flag, retire a link into a device group and delete a whole group.
 //!
 //! Docker 1.x did the same: libcontainer carried a small hand-written `netlink` package for
 //! `NetworkCreateVethPair` and `NetworkLinkDel` and used ioctls for the rest. This module
-//! builds exactly four requests (`RTM_NEWLINK` for a veth, `RTM_DELLINK`, `RTM_SETLINK` for
-//! `IFLA_BRPORT_MODE`, `RTM_GETLINK` for one link's master), sends each on a
-//! `NETLINK_ROUTE` socket and reads the one answer.
+//! builds exactly six requests (`RTM_NEWLINK` for a veth, `RTM_DELLINK` of one link,
+//! `RTM_SETLINK` for `IFLA_BRPORT_MODE`, `RTM_GETLINK` for one link's master, `RTM_NEWLINK`
+//! that retires a link, `RTM_DELLINK` of a device group), sends each on a `NETLINK_ROUTE`
+//! socket and reads the one answer.
 //! No dump, no multicast groups, no async runtime.
 //!
 //! Layout rules (`<linux/netlink.h>`): every integer is in host byte order; a message is a
@@ -62,6 +63,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -185,13 +187,21 @@ impl Msg {
 }
 
 fn put_ifinfomsg(buf: &mut Vec<u8>, family: u8, index: i32) {
+    put_ifinfomsg_flags(buf, family, index, 0, 0);
+}
+
+/// `struct ifinfomsg` with `ifi_flags` and `ifi_change` (which flags to change).
+fn put_ifinfomsg_flags(buf: &mut Vec<u8>, family: u8, index: i32, flags: u32, change: u32) {
     buf.push(family);
     buf.push(0); // __ifi_pad
     buf.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
     buf.extend_from_slice(&index.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    buf.extend_from_slice(&flags.to_ne_bytes()); // ifi_flags
+    buf.extend_from_slice(&change.to_ne_bytes()); // ifi_change
 }
+
+/// `IFF_UP` in `ifi_flags`/`ifi_change` (<linux/if.h>).
+const IFF_UP: u32 = 0x1;
 
 /// `NLMSG_ALIGN` / `NLA_ALIGN`: the next multiple of 4.
 const fn align(len: usize) -> usize {
@@ -260,6 +270,29 @@ pub(crate) fn set_hairpin(seq: u32, index: i32, on: bool) -> io::Result<Vec<u8>>
 pub(crate) fn del_link(seq: u32, index: i32) -> io::Result<Vec<u8>> {
     let mut m = Msg::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
     m.ifinfomsg(AF_UNSPEC, index);
+    m.finish()
+}
+
+/// `ip link set dev NAME nomaster down group GROUP`: one `RTM_NEWLINK` without
+/// `NLM_F_CREATE` on the link named `name` (index 0), which the kernel's `do_setlink` applies
+/// as a whole: `IFLA_MASTER` 0 takes it off its bridge, `IFF_UP` in `ifi_change` but not in
+/// `ifi_flags` brings it down, `IFLA_GROUP` moves it to the group. A missing link is ENODEV.
+pub(crate) fn retire_link(seq: u32, name: &str, group: u32) -> io::Result<Vec<u8>> {
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    put_ifinfomsg_flags(&mut m.buf, AF_UNSPEC, 0, 0, IFF_UP);
+    m.attr_cstr(IFLA_IFNAME, name);
+    m.attr_u32(IFLA_MASTER, 0);
+    m.attr_u32(IFLA_GROUP, group);
+    m.finish()
+}
+
+/// `ip link del group GROUP`: `RTM_DELLINK` with index 0, no name, and `IFLA_GROUP`; the
+/// kernel deletes every link of the group with one `unregister_netdevice_many`. An empty
+/// group is ENODEV.
+pub(crate) fn del_group(seq: u32, group: u32) -> io::Result<Vec<u8>> {
+    let mut m = Msg::new(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    m.ifinfomsg(AF_UNSPEC, 0);
+    m.attr_u32(IFLA_GROUP, group);
     m.finish()
 }
 
@@ -646,6 +679,40 @@ mod tests {
             0, 0, 0, 0,   9, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,
         ];
         assert_eq!(del_link(4, 9).expect("builds"), want);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn retire_link_request_bytes() {
+        #[rustfmt::skip]
+        let want: [u8; 60] = [
+            // nlmsghdr: len 60, RTM_NEWLINK (16), REQUEST|ACK (5, no CREATE), seq 6
+            60, 0, 0, 0,   16, 0,   5, 0,   6, 0, 0, 0,   0, 0, 0, 0,
+            // ifinfomsg: AF_UNSPEC, index 0 (by name), flags 0, change IFF_UP
+            0, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,   1, 0, 0, 0,
+            // IFLA_IFNAME (3), len 4+6: "veth0\0" + 2 bytes of padding
+            10, 0, 3, 0,   b'v', b'e', b't', b'h',   b'0', 0, 0, 0,
+            // IFLA_MASTER (10), len 8: 0 (no master)
+            8, 0, 10, 0,   0, 0, 0, 0,
+            // IFLA_GROUP (27), len 8: 0x72656170
+            8, 0, 27, 0,   0x70, 0x61, 0x65, 0x72,
+        ];
+        assert_eq!(retire_link(6, "veth0", 0x7265_6170).expect("builds"), want);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn del_group_request_bytes() {
+        #[rustfmt::skip]
+        let want: [u8; 40] = [
+            // nlmsghdr: len 40, RTM_DELLINK (17), REQUEST|ACK (5), seq 7
+            40, 0, 0, 0,   17, 0,   5, 0,   7, 0, 0, 0,   0, 0, 0, 0,
+            // ifinfomsg: index 0
+            0, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,
+            // IFLA_GROUP (27), len 8: 77
+            8, 0, 27, 0,   77, 0, 0, 0,
+        ];
+        assert_eq!(del_group(7, 77).expect("builds"), want);
     }
 
     #[test]

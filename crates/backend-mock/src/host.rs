@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub hairpin: BTreeSet<String>,
     /// Veth ends of this namespace -> their peer.
     pub peers: BTreeMap<String, VethPeer>,
+    /// Links in a device group other than 0 (the default) -> the group (`IFLA_GROUP`).
+    pub groups: BTreeMap<String, u32>,
 }
 
 type Fail = (OpsErrorKind, Box<dyn Error + Send + Sync + 'static>);
@@ -114,6 +116,8 @@ struct State {
     ports: BTreeMap<String, Port>,
     /// Veth ends by name.
     veths: BTreeMap<String, VethEnd>,
+    /// Device groups other than 0 (every link's default), by link name.
+    groups: BTreeMap<String, u32>,
     /// Bridges whose MTU was changed by `set_mtu` (`BROPT_MTU_SET_BY_USER`): the kernel no
     /// longer tunes their MTU to their ports'. Not part of the snapshot: no read shows it.
     mtu_set_by_user: BTreeSet<String>,
@@ -139,6 +143,7 @@ impl State {
             netns: BTreeMap::new(),
             ports: BTreeMap::new(),
             veths: BTreeMap::new(),
+            groups: BTreeMap::new(),
             mtu_set_by_user: BTreeSet::new(),
         };
         st.insert_link(LinkInfo {
@@ -192,6 +197,7 @@ impl State {
             self.ports
                 .retain(|name, p| *name != link.name && p.master != link.name);
             self.veths.remove(&link.name);
+            self.groups.remove(&link.name);
             self.mtu_set_by_user.remove(&link.name);
         }
         if link.index == 0 || self.links.iter().any(|l| l.index == link.index) {
@@ -260,6 +266,7 @@ impl State {
                 .iter()
                 .map(|(name, end)| (name.clone(), end.as_peer()))
                 .collect(),
+            groups: self.groups.clone(),
         }
     }
 
@@ -408,6 +415,7 @@ impl State {
             self.sysctls.remove(&k);
         }
         self.mtu_set_by_user.remove(&gone.name);
+        self.groups.remove(&gone.name);
         // Deleting a bridge releases its ports (br_dev_delete -> del_nbp for each).
         self.ports.retain(|_, p| p.master != gone.name);
         // Deleting a port takes it off its bridge, which re-tunes its MTU (br_del_if).
@@ -712,6 +720,11 @@ impl FakeHost {
         self.st().ports.get(link).map(|p| p.master.clone())
     }
 
+    /// The device group of `link` (0, the default, for a link never moved, or none).
+    pub fn group(&self, link: &str) -> u32 {
+        self.st().groups.get(link).copied().unwrap_or(0)
+    }
+
     /// Whether `link` is a bridge port in hairpin mode.
     pub fn hairpin(&self, link: &str) -> bool {
         self.st().ports.get(link).is_some_and(|p| p.hairpin)
@@ -887,6 +900,13 @@ macro_rules! impl_attach_ops {
             }
             fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
                 self.st().add_route(route)
+            }
+            fn retire_link(&mut self, link: &str, group: u32) -> Result<(), OpsError> {
+                self.st().retire_link(link, group)
+            }
+            fn delete_group(&mut self, group: u32) -> Result<(), OpsError> {
+                // Deletes veth peers in other namespaces: needs their locks too.
+                netns::delete_group(&self.state, group)
             }
         }
     };

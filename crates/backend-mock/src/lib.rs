@@ -23,7 +23,9 @@
 //! - **Namespaces and containers**: each `FakeHost` is one network namespace.
 //!   [`FakeHost::new_netns`] is a container's (`lo` down, no address until it is up), and
 //!   [`FakeHost::with_netns`] registers one under a path so that `create_veth` puts the peer
-//!   there. Deleting either end of a veth deletes both, across namespaces. `set_master` makes
+//!   there. Deleting either end of a veth deletes both, across namespaces. `retire_link`
+//!   takes a link off its bridge, down and into a device group; `delete_group` deletes every
+//!   link of a group (veth peers with them) and refuses groups holding loopback or a device. `set_master` makes
 //!   bridge ports (a bridge's MTU follows its ports' unless `set_mtu` set it, as in the kernel);
 //!   `add_route` needs the gateway on a connected network ("Network is unreachable").
 //! - **Recording**: every trait call is logged as a [`Call`] ([`FakeHost::calls`],

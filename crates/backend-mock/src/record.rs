@@ -27,11 +27,13 @@ pub enum Op {
     SetMaster,
     SetHairpin,
     AddRoute,
+    RetireLink,
+    DeleteGroup,
 }
 
 impl Op {
     /// Every operation, in trait order (`LinkOps`, `FirewallOps`, `SysctlOps`, `AttachOps`).
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 20] = [
         Op::Links,
         Op::RoutesV4,
         Op::CreateBridge,
@@ -50,6 +52,8 @@ impl Op {
         Op::SetMaster,
         Op::SetHairpin,
         Op::AddRoute,
+        Op::RetireLink,
+        Op::DeleteGroup,
     ];
 
     /// Whether the operation can change the host (everything but the four reads).
@@ -87,6 +91,9 @@ pub enum Call {
     SetHairpin(String, bool),
     /// The route as given (`oif` is usually `None`; the host resolves it).
     AddRoute(RouteV4),
+    /// `(link, group)`
+    RetireLink(String, u32),
+    DeleteGroup(u32),
 }
 
 impl Call {
@@ -110,6 +117,8 @@ impl Call {
             Call::SetMaster(..) => Op::SetMaster,
             Call::SetHairpin(..) => Op::SetHairpin,
             Call::AddRoute(_) => Op::AddRoute,
+            Call::RetireLink(..) => Op::RetireLink,
+            Call::DeleteGroup(_) => Op::DeleteGroup,
         }
     }
 
@@ -166,6 +175,10 @@ impl fmt::Display for Call {
                 }
                 Ok(())
             }
+            Call::RetireLink(link, group) => {
+                write!(f, "retire {link} (nomaster, down, group {group})")
+            }
+            Call::DeleteGroup(group) => write!(f, "delete the links of group {group}"),
         }
     }
 }

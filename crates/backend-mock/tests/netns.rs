@@ -552,11 +552,81 @@ fn add_route_checks_its_device_and_destination() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Retiring links and deleting a device group
+
+#[test]
+fn retire_unplugs_downs_and_groups_and_delete_group_takes_both_ends() {
+    let (mut host, ctr) = world();
+    let before = (host.snapshot(), ctr.snapshot());
+    host.create_veth(&veth("veth1", "eth0", NETNS)).unwrap();
+    host.set_master("veth1", "docker0").unwrap();
+    host.set_up("veth1").unwrap();
+    host.create_veth(&veth("veth2", "eth1", NETNS)).unwrap();
+    host.set_master("veth2", "docker0").unwrap();
+    // An administrator's link in another group, and one in ours that is not ours to judge.
+    host.create_veth(&veth("veth3", "eth2", NETNS)).unwrap();
+    host.retire_link("veth3", 7).unwrap();
+
+    host.retire_link("veth1", 77).unwrap();
+    let l = host.link("veth1").unwrap();
+    assert!(!l.up, "down");
+    assert_eq!(host.master("veth1"), None, "off the bridge");
+    assert_eq!(host.group("veth1"), 77);
+    assert_eq!(host.group("veth2"), 0, "others untouched");
+    assert_eq!(host.master("veth2").as_deref(), Some("docker0"));
+    assert!(ctr.link("eth0").is_some(), "the peer waits for the reaping");
+    assert_eq!(host.snapshot().groups.get("veth1"), Some(&77));
+    let e = host.retire_link("nosuch0", 77).unwrap_err();
+    assert_eq!(e.kind, OpsErrorKind::NotFound);
+
+    host.retire_link("veth2", 77).unwrap();
+    host.delete_group(77).unwrap();
+    assert!(host.link("veth1").is_none() && host.link("veth2").is_none());
+    assert!(ctr.link("eth0").is_none() && ctr.link("eth1").is_none());
+    assert_eq!(host.group("veth3"), 7, "another group stays");
+    assert!(ctr.link("eth2").is_some());
+    // Nothing left in the group: still fine.
+    host.delete_group(77).unwrap();
+    host.delete_group(7).unwrap();
+    assert_eq!((host.snapshot(), ctr.snapshot()), before);
+    assert_eq!(
+        host.mutations()
+            .iter()
+            .filter(|m| matches!(m, Call::DeleteGroup(_)))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn delete_group_refuses_group_zero_and_groups_with_fixed_links() {
+    let (mut host, ctr) = world();
+    host.create_veth(&veth("veth1", "eth0", NETNS)).unwrap();
+    host.retire_link("veth1", 9).unwrap();
+    host.retire_link("lo", 9).unwrap();
+    let before = (host.snapshot(), ctr.snapshot());
+    let e = host.delete_group(9).unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+    assert_eq!((host.snapshot(), ctr.snapshot()), before, "nothing deleted");
+    assert!(host.delete_group(0).is_err());
+    // Moving lo back to the default group lets the rest go.
+    host.retire_link("lo", 0).unwrap();
+    host.delete_group(9).unwrap();
+    assert!(host.link("veth1").is_none() && ctr.link("eth0").is_none());
+}
+
 // Recording and faults
 
 #[test]
 fn the_attach_operations_are_mutating_and_can_be_failed() {
-    for op in [Op::CreateVeth, Op::SetMaster, Op::SetHairpin, Op::AddRoute] {
+    for op in [
+        Op::CreateVeth,
+        Op::SetMaster,
+        Op::SetHairpin,
+        Op::AddRoute,
+        Op::RetireLink,
+        Op::DeleteGroup,
+    ] {
         assert!(op.is_mutating(), "{op:?}");
         assert!(Op::ALL.contains(&op), "{op:?}");
     }
@@ -646,6 +716,11 @@ fn calls_display_as_the_operation_and_its_object() {
             }),
             "add route 10.8.0.0/16 dev index 3",
         ),
+        (
+            Call::RetireLink("veth1".into(), 77),
+            "retire veth1 (nomaster, down, group 77)",
+        ),
+        (Call::DeleteGroup(77), "delete the links of group 77"),
     ];
     for (call, text) in cases {
         assert_eq!(call.to_string(), text);

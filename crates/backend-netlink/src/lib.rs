@@ -552,6 +552,25 @@ impl LinkOps for NetlinkLinks {
     }
 }
 
+/// The `RTM_NEWLINK` (a change, no `NLM_F_CREATE`) that retires `link`: off its master
+/// (`IFLA_MASTER` 0), down (`IFF_UP` in the change mask, clear in the flags), in `group`.
+pub fn retire_message(link: &str, group: u32) -> LinkMessage {
+    let mut msg = link_by_name(link);
+    msg.header.flags = LinkFlags::empty();
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::Controller(0));
+    msg.attributes.push(LinkAttribute::Group(group));
+    msg
+}
+
+/// The `RTM_DELLINK` body that deletes every link of `group`: index 0, no name, `IFLA_GROUP`
+/// (what `ip link del group N` sends; the kernel takes the group path only without both).
+pub fn group_message(group: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    msg
+}
+
 /// The `RTM_NEWLINK` that creates `spec`'s veth pair: the host end named `spec.host` here,
 /// the peer named `spec.peer` with its MAC in the namespace `peer_netns_fd` refers to; both
 /// ends with `spec.mtu`, both down (no IFF_UP in the header flags).
@@ -696,6 +715,32 @@ impl AttachOps for NetlinkLinks {
             || format!("add route {}", describe_route(route)),
             async move { req.execute().await.map_err(nl_error) },
         )
+    }
+
+    fn retire_link(&mut self, link: &str, group: u32) -> Result<(), OpsError> {
+        tracing::debug!(link, group, "retire link");
+        // One RTM_NEWLINK without NLM_F_CREATE (`ip link set LINK nomaster down group N`):
+        // the kernel's do_setlink applies all three. See `AttachOps::retire_link` for why the
+        // link is not deleted here.
+        let req = self.handle.link().change(retire_message(link, group));
+        self.run(
+            || format!("retire {link} (nomaster, down, group {group})"),
+            async move { req.execute().await.map_err(nl_error) },
+        )
+    }
+
+    fn delete_group(&mut self, group: u32) -> Result<(), OpsError> {
+        tracing::debug!(group, "delete link group");
+        let req = self.handle.link().del_with_message(group_message(group));
+        let res = self.run(
+            || format!("delete the links of group {group}"),
+            async move { req.execute().await.map_err(nl_error) },
+        );
+        match res {
+            // rtnl_group_dellink: no link in the group is ENODEV. Nothing to reap.
+            Err(e) if e.kind == OpsErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -853,6 +898,25 @@ mod tests {
                 .any(|a| matches!(a, LinkAttribute::NetNsFd(_) | LinkAttribute::Address(_)))
         );
         assert_eq!(msg.attributes.len(), 3);
+    }
+
+    #[test]
+    fn retire_and_group_messages() {
+        let msg = retire_message("veth1234567", netcore::ops::REAP_GROUP);
+        assert_eq!(msg.header.index, 0, "addressed by name");
+        assert!(msg.header.flags.is_empty(), "down");
+        assert_eq!(msg.header.change_mask, LinkFlags::Up, "only IFF_UP changes");
+        assert_eq!(
+            msg.attributes,
+            vec![
+                LinkAttribute::IfName("veth1234567".into()),
+                LinkAttribute::Controller(0),
+                LinkAttribute::Group(0x7265_6170),
+            ]
+        );
+        let msg = group_message(77);
+        assert_eq!(msg.header.index, 0, "index 0: the kernel's group path");
+        assert_eq!(msg.attributes, vec![LinkAttribute::Group(77)]);
     }
 
     #[test]

@@ -146,14 +146,18 @@ pub fn netavark_round(bin: &Path, n: usize, dir: &Path) -> Result<Round> {
         "netavark: {veths} veths after setting up {n} containers"
     );
     let mut teardown = Vec::with_capacity(n);
+    let all = Instant::now();
     for (ns, opts) in containers.iter().zip(&options) {
         teardown.push(call("teardown", ns, opts)?);
     }
+    // Synchronous: every veth is gone when its teardown returns.
+    let teardown_total = all.elapsed();
     let veths = veth_count()?;
     ensure!(veths == 0, "netavark: {veths} veths left after teardown");
     Ok(Round {
         setup,
         teardown,
+        teardown_total,
         containers,
     })
 }
@@ -242,17 +246,21 @@ pub fn cni_round(plugins: &Path, n: usize, dir: &Path) -> Result<Round> {
     let veths = veth_count()?;
     ensure!(veths == n, "CNI: {veths} veths after adding {n} containers");
     let mut teardown = Vec::with_capacity(n);
+    let all = Instant::now();
     for ((id, ns), (portmap, result)) in ids.iter().zip(&containers).zip(&results) {
         let t = Instant::now();
         cni_call(plugins, "DEL", id, ns, &with_prev(portmap, result))?;
         cni_call(plugins, "DEL", id, ns, &with_prev(&bridge, result))?;
         teardown.push(t.elapsed());
     }
+    // Synchronous: every veth is gone when its DEL returns.
+    let teardown_total = all.elapsed();
     let veths = veth_count()?;
     ensure!(veths == 0, "CNI: {veths} veths left after DEL");
     Ok(Round {
         setup,
         teardown,
+        teardown_total,
         containers,
     })
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask bench init`: Docker's whole bridge-network start-up (docker0, its address,
-//! the iptables rules in one `iptables-restore` batch per table, `ip_forward`), each run in a
-//! fresh network namespace, for the netlink and the ioctl link backend.
+//! the iptables rules, `ip_forward`, the FORWARD policy), each run in a fresh network
+//! namespace, for the netlink and the ioctl link backend, with the firewall backend
+//! `dockerd-net` uses by default (`--firewall` picks another: `nft-restore` is the
+//! iptables-nft programs, one `iptables-restore` for both tables and `iptables -P`).
 //!
 //! Three measurements, each `--runs` times per backend (backends alternate run by run, so a
 //! drift of the machine affects both alike), after `--warmup` unrecorded runs:
@@ -18,7 +20,8 @@
 //! Each run's namespace is kept alive until the end of its batch (see
 //! [`measure::in_fresh_netns`]), so the kernel's teardown of one run's namespace does not
 //! land in the next run; `--no-keep-netns` shows the difference. For context, one RCU grace
-//! period is timed too: it is what `iptables -P` waits for on nf_tables.
+//! period is timed too: it is what `iptables -P` waits for on nf_tables when its process
+//! closes its socket (the native backend keeps its socket open).
 //!
 //! Optionally (`--docker-runs`, default 5, when Debian's dockerd is installed) Docker 20.10's
 //! own network start-up, for comparison; see [`docker`].
@@ -128,6 +131,11 @@ struct Args {
     /// overlaps the next run; for comparison only)
     #[arg(long)]
     no_keep_netns: bool,
+    /// The firewall backend, as dockerd-net's --iptables-backend: auto (the binary's default:
+    /// nf_tables netlink on iptables-nft hosts), nft, nft-restore (the iptables-nft programs,
+    /// as Docker), legacy
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nft", "nft-restore", "legacy"])]
+    firewall: String,
     /// Where to write the JSON summary [default: <workspace>/target/bench/init.json]
     #[arg(long)]
     json: Option<PathBuf>,
@@ -236,6 +244,7 @@ fn run(args: Args) -> Result<()> {
         config: Config::default(),
         // As dockerd-net: an unreadable resolv.conf means no nameservers.
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        firewall: args.firewall.clone(),
     };
     let scratch = root.join("target/bench/scratch");
     let total = args.warmup + args.runs;
@@ -276,8 +285,14 @@ fn run(args: Args) -> Result<()> {
                         }
                         Kind::WholeProcess => {
                             let dir = scratch.join(format!("{}-{i}", p.backend.name()));
-                            let (d, ns) = measure::whole_process(&p.binary, scenario, dir, verify)
-                                .with_context(what)?;
+                            let (d, ns) = measure::whole_process(
+                                &p.binary,
+                                scenario,
+                                dir,
+                                verify,
+                                &args.firewall,
+                            )
+                            .with_context(what)?;
                             if record {
                                 p.whole.push(&format!("{WHOLE}{}", scenario.suffix()), d);
                             }

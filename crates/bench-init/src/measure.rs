@@ -12,12 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use backend_iptables::Iptables;
 use backend_sysctl::ProcSys;
+use dockerd_net::backend::open_firewall;
 use netcore::config::Config;
 use netcore::firewall::{Listing, Table};
 use netcore::init::{self, HostFacts, Plan, Step};
-use netcore::ops::{FirewallOps, IP_FORWARD, LinkOps, OpsError, SysctlOps};
+use netcore::ops::{IP_FORWARD, LinkOps, OpsError, SysctlOps};
 
 /// A run's timings, by name, in the order they happened.
 pub type Sample = Vec<(String, Duration)>;
@@ -55,6 +55,9 @@ impl Backend {
 pub struct Inputs {
     pub config: Config,
     pub resolv_conf: String,
+    /// `--iptables-backend` of the runs: in process, the firewall backend `dockerd-net`
+    /// opens for it; whole process, the flag.
+    pub firewall: String,
 }
 
 /// The headline metric: gather + plan + apply.
@@ -67,10 +70,10 @@ pub const FRESH_PLAN: [&str; 7] = [
     "bridge: create",
     "bridge: address",
     "bridge: up",
-    "iptables-restore nat",
-    "iptables-restore filter",
+    "firewall batch nat",
+    "firewall batch filter",
     "sysctl ip_forward=1",
-    "iptables -P FORWARD DROP",
+    "firewall policy FORWARD DROP",
 ];
 
 /// A network namespace kept alive after its thread ended: an open `/proc/thread-self/ns/net`.
@@ -151,9 +154,11 @@ pub fn step_label(step: &Step) -> String {
         Step::CreateBridge { .. } => "bridge: create".into(),
         Step::AddAddr { .. } => "bridge: address".into(),
         Step::SetUp { .. } => "bridge: up".into(),
-        Step::Firewall(batch) => format!("iptables-restore {}", batch.table),
+        Step::Firewall(batch) => format!("firewall batch {}", batch.table),
         Step::IpForward { enable } => format!("sysctl ip_forward={}", u8::from(*enable)),
-        Step::ForwardPolicy { policy, .. } => format!("iptables -P FORWARD {}", policy.name()),
+        Step::ForwardPolicy { policy, .. } => {
+            format!("firewall policy FORWARD {}", policy.name())
+        }
         other => format!("{other}"),
     }
 }
@@ -179,24 +184,26 @@ pub fn in_process(
     let Inputs {
         config,
         resolv_conf,
+        firewall,
     } = inputs.clone();
     in_fresh_netns(move || {
         scenario.prepare()?;
         let t = Instant::now();
         let mut link = backend.open()?;
         let open_link = t.elapsed();
-        // `auto`, as the binary's default: this runs `iptables --version` once.
+        // As the binary opens it (`auto`: the flavour from the `iptables` link, then an
+        // nf_tables socket on nft hosts).
         let t = Instant::now();
-        let mut fw = Iptables::detect()?;
+        let mut fw = open_firewall(&firewall, true)?;
         let open_fw = t.elapsed();
         let mut sys = ProcSys::new();
 
         let t0 = Instant::now();
-        let facts = HostFacts::gather(&config, &resolv_conf, &mut *link, &mut fw, &mut sys)?;
+        let facts = HostFacts::gather(&config, &resolv_conf, &mut *link, &mut *fw, &mut sys)?;
         let t1 = Instant::now();
         let plan = init::plan(&config, &facts, mac_seed(run))?;
         let t2 = Instant::now();
-        let applied = init::apply(&plan, &mut *link, &mut fw, &mut sys)?;
+        let applied = init::apply(&plan, &mut *link, &mut *fw, &mut sys)?;
         let t3 = Instant::now();
 
         check_plan(&plan, scenario)?;
@@ -207,7 +214,7 @@ pub fn in_process(
         let sfx = scenario.suffix();
         Ok(vec![
             (format!("open: {} backend{sfx}", backend.name()), open_link),
-            (format!("open: iptables detect{sfx}"), open_fw),
+            (format!("open: firewall ({firewall}){sfx}"), open_fw),
             (format!("gather{sfx}"), t1 - t0),
             (format!("plan{sfx}"), t2 - t1),
             (format!("apply{sfx}"), t3 - t2),
@@ -232,10 +239,11 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sampl
     let Inputs {
         config,
         resolv_conf,
+        firewall,
     } = inputs.clone();
     in_fresh_netns(move || {
         let mut link = backend.open()?;
-        let mut fw = Iptables::detect()?;
+        let mut fw = open_firewall(&firewall, true)?;
         let mut sys = ProcSys::new();
         let mut s = Sample::new();
 
@@ -243,8 +251,8 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sampl
         timed(&mut s, "gather: list routes", || link.routes_v4())?;
         timed(&mut s, "gather: read ip_forward", || sys.read(IP_FORWARD))?;
         for (name, table) in [
-            ("gather: iptables-save filter", Table::Filter),
-            ("gather: iptables-save nat", Table::Nat),
+            ("gather: save filter", Table::Filter),
+            ("gather: save nat", Table::Nat),
         ] {
             let text = timed(&mut s, name, || fw.save(table))?;
             timed(&mut s, &format!("gather: parse {table} listing"), || {
@@ -255,7 +263,7 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sampl
         let facts = timed(
             &mut s,
             "gather (HostFacts::gather, after the reads)",
-            || HostFacts::gather(&config, &resolv_conf, &mut *link, &mut fw, &mut sys),
+            || HostFacts::gather(&config, &resolv_conf, &mut *link, &mut *fw, &mut sys),
         )?;
 
         let plan = timed(&mut s, "plan", || {
@@ -271,7 +279,7 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sampl
             };
             let label = step_label(step);
             let t = Instant::now();
-            let applied = init::apply(&one, &mut *link, &mut fw, &mut sys)?;
+            let applied = init::apply(&one, &mut *link, &mut *fw, &mut sys)?;
             let d = t.elapsed();
             ensure!(
                 applied.done.len() == 1 && applied.warnings.is_empty(),
@@ -303,8 +311,10 @@ pub fn whole_process(
     scenario: Scenario,
     data_root: PathBuf,
     verify: bool,
+    firewall: &str,
 ) -> Result<(Duration, NetnsHandle)> {
     let bin = bin.to_path_buf();
+    let firewall = firewall.to_owned();
     in_fresh_netns(move || {
         scenario.prepare()?;
         if data_root.exists() {
@@ -316,6 +326,7 @@ pub fn whole_process(
         let mut cmd = Command::new(&bin);
         cmd.arg("--data-root")
             .arg(&data_root)
+            .args(["--iptables-backend", &firewall])
             .arg("init")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

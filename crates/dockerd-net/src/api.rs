@@ -150,11 +150,21 @@ pub struct Attached {
     pub mtu: u32,
 }
 
-/// `POST /v1/detach`: remove the veth and release what attach allocated.
+/// `POST /v1/detach`: unplug the container (its host veth off the bridge and down, then
+/// deleted in the background) and release what attach allocated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Detach {
     pub id: String,
+    /// Answer only once the veth pair is deleted (default: answer once the container is
+    /// unplugged and its allocations released; the kernel's deletion, which waits for an RCU
+    /// grace period, is finished by the daemon's reaper in the background).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wait: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Answer to `detach` (200 also when there was nothing to detach, so that a retried
@@ -164,7 +174,8 @@ pub struct Detached {
     pub id: String,
     /// False when the container was not attached: nothing changed.
     pub detached: bool,
-    /// The host end of the veth pair that was removed.
+    /// The host end of the veth pair: off the bridge and down when answered, and deleted
+    /// (with its container end) by the reaper; already deleted when `wait` was asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_veth: Option<String>,
     /// What was released with it: only when `attach` had allocated the interface.

@@ -9,6 +9,7 @@ use netcore::config::{Config, NetworkMode};
 use netcore::firewall::Table;
 use netcore::handlers::Network;
 use netcore::init::{self, HostFacts, Plan};
+use netcore::ops::REAP_GROUP;
 use netcore::teardown;
 
 use crate::api;
@@ -42,8 +43,10 @@ struct Cli {
     #[arg(long, global = true, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
 
-    /// Which iptables to drive: auto (what `iptables` is on this host), nft or legacy
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "nft", "legacy"])]
+    /// Which iptables to drive: auto (what `iptables` is on this host), nft (nf_tables,
+    /// changed over netlink from this process), nft-restore (nf_tables through the
+    /// iptables-nft programs) or legacy
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "nft", "nft-restore", "legacy"])]
     iptables_backend: String,
 
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
@@ -286,18 +289,33 @@ fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
         for (id, veth) in &veths {
             println!("  then delete {veth} (the host end of {id}'s veth pair)");
         }
+        println!(
+            "  then delete every veth a daemon unplugged and left to delete (group {REAP_GROUP})"
+        );
         return Ok(());
     }
     let applied = init::apply(&plan, &mut *b.link, &mut *b.fw, &mut *b.sys)
         .context("teardown failed; the host was restored to its state before teardown")?;
-    // After the plan, which a failure rolls back: deleting a veth cannot be undone.
+    // After the plan, which a failure rolls back: deleting a veth cannot be undone. The
+    // recorded veths are retired into the daemon's reap group, and the group deleted at
+    // once: one RCU barrier in the kernel for all of them (each deletion on its own waits
+    // for one), and the veths a stopped daemon retired but did not delete go with them.
     let mut failed = Vec::new();
+    let mut retired = Vec::new();
     for (id, veth) in &veths {
-        match b.link.delete_link(veth) {
-            Ok(()) => println!("deleted {veth} ({id}'s veth)"),
+        match b.link.retire_link(veth, REAP_GROUP) {
+            Ok(()) => retired.push((id, veth)),
             Err(e) if e.kind == netcore::ops::OpsErrorKind::NotFound => {}
             Err(e) => failed.push(format!("{veth} ({id}'s veth): {e}")),
         }
+    }
+    match b.link.delete_group(REAP_GROUP) {
+        Ok(()) => {
+            for (id, veth) in retired {
+                println!("deleted {veth} ({id}'s veth)");
+            }
+        }
+        Err(e) => failed.push(format!("the retired veths (group {REAP_GROUP}): {e}")),
     }
     if !failed.is_empty() {
         // The state and the init record stay, so that teardown can be run again.

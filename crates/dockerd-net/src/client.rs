@@ -820,11 +820,15 @@ pub enum ClientCmd {
         #[arg(long, value_name = "NAME")]
         ifname: Option<String>,
     },
-    /// Unplug a container: remove its veth pair, and release its interface if attach
-    /// allocated it (nothing to detach is not an error)
+    /// Unplug a container: take its veth off the bridge and down (the daemon deletes the pair
+    /// in the background), and release its interface if attach allocated it (nothing to
+    /// detach is not an error)
     Detach {
         /// The container's id
         id: String,
+        /// Answer only once the veth pair is deleted, not as soon as it is unplugged
+        #[arg(long)]
+        wait: bool,
     },
     /// Show the daemon's allocations: containers, IPs, MACs, published ports, links
     State,
@@ -966,9 +970,9 @@ fn execute(client: &Client, cmd: ClientCmd, json: bool) -> Result<String> {
             let reply = client.attach(&api::Attach { id, netns, ifname })?;
             render(json, &reply, human_attached)
         }
-        ClientCmd::Detach { id } => {
-            let reply = client.detach(&api::Detach { id })?;
-            render(json, &reply, human_detached)
+        ClientCmd::Detach { id, wait } => {
+            let reply = client.detach(&api::Detach { id, wait })?;
+            render(json, &reply, |d| human_detached(d, wait))
         }
         ClientCmd::State => render(json, &client.state()?, human_state),
         ClientCmd::Health => render(json, &client.health()?, human_health),
@@ -1018,12 +1022,18 @@ fn human_attached(a: &api::Attached) -> String {
     )
 }
 
-fn human_detached(d: &api::Detached) -> String {
+/// `waited`: detach was asked to answer once the veth is deleted (`--wait`); otherwise it is
+/// unplugged and being deleted.
+fn human_detached(d: &api::Detached, waited: bool) -> String {
     if !d.detached {
         return format!("nothing to detach: {} is not attached\n", d.id);
     }
     let mut out = match &d.host_veth {
-        Some(veth) => format!("detached {}: removed {veth}\n", d.id),
+        Some(veth) if waited => format!("detached {}: removed {veth}\n", d.id),
+        Some(veth) => format!(
+            "detached {}: unplugged {veth} (deleted in the background)\n",
+            d.id
+        ),
         None => format!("detached {}\n", d.id),
     };
     match &d.released {
@@ -1672,7 +1682,13 @@ mod tests {
             Ok(ClientCmd::Attach { id, netns, ifname: Some(i) })
                 if id == "c1" && netns == "/run/netns/red" && i == "eth1"
         ));
-        assert!(matches!(cli(&["detach", "c1"]), Ok(ClientCmd::Detach { id }) if id == "c1"));
+        assert!(
+            matches!(cli(&["detach", "c1"]), Ok(ClientCmd::Detach { id, wait: false }) if id == "c1")
+        );
+        assert!(matches!(
+            cli(&["detach", "c1", "--wait"]),
+            Ok(ClientCmd::Detach { id, wait: true }) if id == "c1"
+        ));
         assert!(cli(&["attach", "c1"]).is_err_and(|e| e.contains("<NETNS>")));
         assert!(matches!(cli(&["state"]), Ok(ClientCmd::State)));
         assert!(matches!(cli(&["health", "--json"]), Ok(ClientCmd::Health)));
@@ -1857,15 +1873,20 @@ mod tests {
             }),
         };
         assert_eq!(
-            human_detached(&detached),
+            human_detached(&detached, true),
             "detached web: removed veth1a2b3c4\nreleased 172.17.0.2 of web\n"
+        );
+        assert_eq!(
+            human_detached(&detached, false),
+            "detached web: unplugged veth1a2b3c4 (deleted in the background)\n\
+             released 172.17.0.2 of web\n"
         );
         let kept = api::Detached {
             released: None,
             ..detached
         };
         assert_eq!(
-            human_detached(&kept),
+            human_detached(&kept, true),
             "detached web: removed veth1a2b3c4\n\
              web's interface stays allocated (it was allocated before attach)\n"
         );
@@ -1876,7 +1897,7 @@ mod tests {
             released: None,
         };
         assert_eq!(
-            human_detached(&nothing),
+            human_detached(&nothing, true),
             "nothing to detach: web is not attached\n"
         );
     }
@@ -2369,7 +2390,10 @@ web        /proc/4242/ns/net   eth0     veth1a2b3c4   1500
             serde_json::json!({"id": "web", "netns": "/run/netns/red", "ifname": "eth1"})
         );
 
-        let cmd = ClientCmd::Detach { id: "web".into() };
+        let cmd = ClientCmd::Detach {
+            id: "web".into(),
+            wait: false,
+        };
         let answer = json_answer("200 OK", r#"{"id":"web","detached":false}"#);
         let (out, req) = run_against(cmd, false, answer);
         assert_eq!(
@@ -2377,7 +2401,25 @@ web        /proc/4242/ns/net   eth0     veth1a2b3c4   1500
             Some("nothing to detach: web is not attached\n")
         );
         assert!(req.starts_with("POST /v1/detach HTTP/1.1\r\n"), "{req}");
+        // Without --wait the field is left out (the daemon's default).
         assert_eq!(request_body(&req), serde_json::json!({"id": "web"}));
+        let cmd = ClientCmd::Detach {
+            id: "web".into(),
+            wait: true,
+        };
+        let answer = json_answer(
+            "200 OK",
+            r#"{"id":"web","detached":true,"host_veth":"veth1a2b3c4"}"#,
+        );
+        let (out, req) = run_against(cmd, false, answer);
+        assert!(
+            out.ok()
+                .is_some_and(|o| o.starts_with("detached web: removed veth1a2b3c4\n")),
+        );
+        assert_eq!(
+            request_body(&req),
+            serde_json::json!({"id": "web", "wait": true})
+        );
     }
 
     #[test]

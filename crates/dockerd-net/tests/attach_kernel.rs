@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use dockerd_net::api;
 use dockerd_net::backend::Backends;
 use dockerd_net::daemon::proxy::NoProxies;
+use dockerd_net::daemon::reaper::Reaper;
 use dockerd_net::daemon::service::{Command, Reply, Service, ServiceError, Setup};
 use dockerd_net::daemon::store;
 use netcore::config::Config;
@@ -123,7 +124,8 @@ fn setup(dir: &Path, userland_proxy: bool) -> Setup {
 
 fn start(s: &Setup) -> Service {
     let b = Backends::open("auto", false).expect("backends");
-    Service::start(s, b, Box::new(NoProxies)).expect("starts")
+    let reaper = Reaper::start().expect("the reaper starts");
+    Service::start(s, b, Box::new(NoProxies), reaper).expect("starts")
 }
 
 fn attach(svc: &mut Service, id: &str, netns: &str) -> Result<(api::Attached, bool), ServiceError> {
@@ -138,8 +140,12 @@ fn attach(svc: &mut Service, id: &str, netns: &str) -> Result<(api::Attached, bo
     }
 }
 
+/// Detaches `id` and waits until the reaper has deleted its veth pair.
 fn detach(svc: &mut Service, id: &str) -> api::Detached {
-    match svc.handle(Command::Detach { id: id.into() }) {
+    match svc.handle(Command::Detach {
+        id: id.into(),
+        wait: true,
+    }) {
         Ok(Reply::Detached(d)) => d,
         other => panic!("{other:?}"),
     }

@@ -158,8 +158,14 @@ fn requests() -> Vec<(&'static str, Value, Value)> {
         ),
         (
             "Detach",
-            to_json(&api::Detach { id: "c1".into() }),
-            to_json(&api::Detach { id: "c1".into() }),
+            to_json(&api::Detach {
+                id: "c1".into(),
+                wait: true,
+            }),
+            to_json(&api::Detach {
+                id: "c1".into(),
+                wait: false,
+            }),
         ),
     ]
 }
@@ -752,6 +758,11 @@ fn the_schema_and_serde_agree_on_malformed_requests() {
             "Detach",
             serde_accepts::<api::Detach>,
             json!({"id": "c1", "netns": "4242"}),
+        ),
+        (
+            "Detach",
+            serde_accepts::<api::Detach>,
+            json!({"id": "c1", "wait": "yes"}),
         ),
     ];
     let mut refused = 0;

@@ -214,4 +214,35 @@ pub trait AttachOps {
     fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError>;
     /// Adds an IPv4 route to the main table (`dst: None` is the default route).
     fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError>;
+    /// Unplugs `link` and marks it for reaping, in one `RTM_NEWLINK` (setlink) on it:
+    /// `IFLA_MASTER = 0` (off its bridge), `IFF_UP` cleared (down: a veth's peer loses its
+    /// carrier, so the container has no connectivity from here on) and `IFLA_GROUP = group`.
+    /// A missing link is [`OpsErrorKind::NotFound`].
+    ///
+    /// Why not delete it right away: `RTM_DELLINK` answers only after the kernel's
+    /// `netdev_run_todo` has waited for an RCU grace period (`rcu_barrier()`), 15-28 ms per
+    /// deletion, most of what unplugging a container costs. Setting a link down and off its
+    /// bridge waits for no full grace period, and [`AttachOps::delete_group`] later deletes
+    /// every retired link with one barrier for all of them.
+    fn retire_link(&mut self, link: &str, group: u32) -> Result<(), OpsError>;
+    /// Deletes every link of the device group `group` in one `RTM_DELLINK` (index 0,
+    /// `IFLA_GROUP`; `ip link del group N`): the kernel's `rtnl_group_dellink` queues them all
+    /// and `unregister_netdevice_many` waits for one RCU barrier, however many there are. A
+    /// veth's peer goes with it, in whichever namespace it is. A group with no link is not an
+    /// error (the kernel answers `ENODEV`; this answers `Ok`). Group 0 (every link's default)
+    /// is refused, as the kernel refuses it (`EPERM`). The kernel refuses the whole group
+    /// (`EOPNOTSUPP`, nothing deleted) if a link in it cannot be deleted (loopback, a
+    /// physical device): hence a group number of our own, [`REAP_GROUP`].
+    fn delete_group(&mut self, group: u32) -> Result<(), OpsError>;
 }
+
+/// The device group (`IFLA_GROUP`, `ip link set DEV group N`) that marks a container's host
+/// veth as retired by `detach` and waiting for [`AttachOps::delete_group`].
+///
+/// The value spells "reap" in ASCII (`0x72656170`): a number no administrator picks by
+/// accident (iproute2's `/etc/iproute2/group` names only 0, `default`; groups people use are
+/// small numbers), below `i32::MAX` because the kernel keeps `dev->group` as an `int`, and
+/// never 0, which is every link's group and which the kernel refuses to delete.
+pub const REAP_GROUP: u32 = 0x7265_6170;
+
+const _: () = assert!(REAP_GROUP != 0 && REAP_GROUP <= i32::MAX as u32);

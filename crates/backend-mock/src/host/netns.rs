@@ -263,7 +263,79 @@ pub(super) fn delete_link(state: &Arc<Mutex<State>>, link: &str) -> Result<(), O
     })
 }
 
+/// `rtnl_group_dellink`: every link of `group` goes, veth peers with them wherever they are;
+/// nothing is deleted if one of them cannot be (a link without `kind`: loopback or a
+/// physical device). An empty group is `Ok` here (the kernel's `ENODEV`, which
+/// [`AttachOps::delete_group`](netcore::ops::AttachOps::delete_group) turns into success).
+pub(super) fn delete_group(state: &Arc<Mutex<State>>, group: u32) -> Result<(), OpsError> {
+    let _rtnl = rtnl();
+    let mut st = lock(state);
+    st.call(Call::DeleteGroup(group), |st| {
+        if group == 0 {
+            return Err(fail(
+                OpsErrorKind::Other,
+                "operation not permitted: group 0 is every link's",
+            ));
+        }
+        let members: Vec<String> = st
+            .groups
+            .iter()
+            .filter(|(_, g)| **g == group)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let Some(fixed) = members.iter().find(|name| {
+            st.links
+                .iter()
+                .any(|l| l.name == **name && l.kind.is_none())
+        }) {
+            return Err(fail(
+                OpsErrorKind::Other,
+                format!("operation not supported: {fixed} (group {group}) is not a virtual link"),
+            ));
+        }
+        for name in members {
+            // A peer deleted with an earlier member (both ends in the group) is gone already.
+            let Ok(i) = st.find(&name) else { continue };
+            let Some(end) = st.remove_link_at(i) else {
+                continue;
+            };
+            let other = end
+                .ns
+                .as_ref()
+                .and_then(|ns| ns.state.upgrade())
+                .filter(|other| !Arc::ptr_eq(other, state));
+            match (&end.ns, other) {
+                (None, _) => st.remove_veth_peer(&end),
+                // One other namespace locked at a time, under RTNL (see module docs).
+                (Some(_), Some(other)) => lock(&other).remove_veth_peer(&end),
+                (Some(_), None) => {}
+            }
+        }
+        Ok(())
+    })
+}
+
 impl State {
+    /// `do_setlink` with `IFLA_MASTER` 0, `IFF_UP` cleared and `IFLA_GROUP`: off its bridge
+    /// (re-tuning the bridge's MTU), down (its routes flushed, as `set_down`), in `group`.
+    pub(super) fn retire_link(&mut self, link: &str, group: u32) -> Result<(), OpsError> {
+        self.call(Call::RetireLink(link.to_owned(), group), |st| {
+            let i = st.find(link)?;
+            if let Some(port) = st.ports.remove(link) {
+                st.bridge_mtu_auto_adjust(&port.master);
+            }
+            st.links[i].up = false;
+            let index = st.links[i].index;
+            st.static_routes.retain(|r| r.oif != Some(index));
+            if group == 0 {
+                st.groups.remove(link);
+            } else {
+                st.groups.insert(link.to_owned(), group);
+            }
+            Ok(())
+        })
+    }
+
     /// Adds a down veth end with no address and returns its index. Without a MAC it gets a
     /// fake one (the kernel's is random).
     fn add_veth_end(&mut self, name: &str, mac: Option<MacAddr>, mtu: u32) -> u32 {

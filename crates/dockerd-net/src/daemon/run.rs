@@ -8,6 +8,7 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use super::proxy::{NoProxies, Proxies, Userland};
+use super::reaper::Reaper;
 use super::service::{Service, Setup};
 use super::{server, service, sys};
 use crate::backend::Backends;
@@ -49,12 +50,14 @@ pub fn run(opts: Options) -> Result<()> {
         .spawn(move || {
             let _alive = alive_tx;
             let started = Backends::open(&backend, setup.config.iptables).and_then(|b| {
+                // Spawned from this thread: the reaper's link backend is in our namespace.
+                let reaper = Reaper::start()?;
                 let proxies: Box<dyn Proxies> = if setup.config.userland_proxy {
                     Box::new(Userland::new(handle))
                 } else {
                     Box::new(NoProxies)
                 };
-                Service::start(&setup, b, proxies)
+                Service::start(&setup, b, proxies, reaper)
             });
             match started {
                 Ok(svc) => {

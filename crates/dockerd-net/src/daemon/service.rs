@@ -20,8 +20,13 @@
 //! the attachment), apply ([`netcore::attach::apply`]: the veth with its peer born in the
 //! container's namespace, then both ends configured). A failure half-way deletes the veth
 //! (apply does), reverts the allocation if attach made it, and journals the revert, so it
-//! leaves neither a veth nor an allocation behind. `detach` removes the veth first (the one
-//! step that cannot be taken back), then persists and releases.
+//! leaves neither a veth nor an allocation behind. `detach` retires the host veth first (off
+//! the bridge and down, in [`REAP_GROUP`]: the container is unplugged from that moment; the
+//! one step that is not taken back), tells the reaper, then persists and releases, and
+//! answers. The reaper ([`super::reaper`]) deletes the veth pair in the background: deleting
+//! a link makes the kernel wait for an RCU grace period (15-28 ms), which would otherwise be
+//! most of detach's time and hold up every request queued behind it. `detach` with `wait`
+//! is answered once the reaper has deleted it, without holding up the worker ([`run`]).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -35,12 +40,13 @@ use netcore::firewall::{self, Batch, Listing, PortMapping, Table};
 use netcore::handlers::{Endpoint, HandlerError, Interface, LinkSpec, Network};
 use netcore::ifname::IfName;
 use netcore::mac::MacAddr;
-use netcore::ops::OpsErrorKind;
+use netcore::ops::{OpsErrorKind, REAP_GROUP};
 use netcore::ports::Proto;
 use tokio::sync::{mpsc, oneshot};
 
 use super::op::{Attachment, Attachments, Op};
 use super::proxy::Proxies;
+use super::reaper::Reaper;
 use super::reconcile;
 use super::store::{self, Store};
 use crate::api;
@@ -85,6 +91,8 @@ pub enum Command {
     },
     Detach {
         id: String,
+        /// Answer only once the veth pair is deleted (the reaper has run).
+        wait: bool,
     },
     State,
     Health,
@@ -172,6 +180,8 @@ pub struct Service {
     /// `--userland-proxy=false`: hairpin mode on the containers' bridge ports.
     hairpin: bool,
     proxies: Box<dyn Proxies>,
+    /// Deletes the veths that detach retired, on its own thread.
+    reaper: Reaper,
 }
 
 impl std::fmt::Debug for Service {
@@ -187,8 +197,15 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Brings the host and the state up: init (as `dockerd-net init`), load the state,
-    /// reconcile the kernel's per-container rules with it, restart the proxies.
-    pub fn start(setup: &Setup, mut b: Backends, proxies: Box<dyn Proxies>) -> Result<Self> {
+    /// delete the veths a previous run retired but did not reap (it stopped, or crashed, in
+    /// between), reconcile the kernel's per-container rules with the state, restart the
+    /// proxies. `reaper` deletes the veths this run's detaches retire.
+    pub fn start(
+        setup: &Setup,
+        mut b: Backends,
+        proxies: Box<dyn Proxies>,
+        reaper: Reaper,
+    ) -> Result<Self> {
         let resolv = super::host::read_resolv_conf(&setup.resolv_conf);
         let init = super::host::init_host(&mut b, &setup.data_root, &resolv, &setup.config)?;
         let (bridge, addr) = (init.plan.bridge.clone(), init.plan.addr);
@@ -261,7 +278,9 @@ impl Service {
             mtu,
             hairpin: !setup.config.userland_proxy,
             proxies,
+            reaper,
         };
+        svc.reap_leftovers();
         svc.reconcile()
             .context("re-applying the rules of the saved state")?;
         svc.restart_proxies();
@@ -312,7 +331,7 @@ impl Service {
                 enable,
             } => self.link(parent, child, ports, enable),
             Command::Attach { id, netns, ifname } => self.attach(id, netns, ifname),
-            Command::Detach { id } => self.detach(id),
+            Command::Detach { id, wait } => self.detach(id, wait),
             Command::State => Ok(Reply::State(self.state())),
             Command::Health => Ok(Reply::Health(self.health())),
         }?;
@@ -327,8 +346,12 @@ impl Service {
         Ok(reply)
     }
 
-    /// Stops every proxy (the state and the rules stay, as Docker leaves them).
+    /// Lets the reaper delete what detach retired, and stops every proxy (the state and the
+    /// rules stay, as Docker leaves them).
     pub fn shutdown(&mut self) {
+        if let Err(e) = self.reaper.flush() {
+            tracing::error!("{e}; the next start deletes them");
+        }
         let n = self.proxies.running();
         self.proxies.stop_all();
         tracing::info!(
@@ -375,13 +398,13 @@ impl Service {
     fn release_interface(&mut self, id: String) -> Result<Reply, ServiceError> {
         let attached = self.attachments.get(&id).cloned();
         if let Some(a) = &attached {
-            self.remove_veth(&id, a)?;
+            self.retire_veth(&id, a)?;
         }
         self.release(&id, attached.as_ref()).map(Reply::Released)
     }
 
     /// Releases `id`'s interface (its ports, links and IP). `detaching` is its attachment,
-    /// whose veth is gone already: the same record then forgets both.
+    /// whose veth is retired already: the same record then forgets both.
     fn release(
         &mut self,
         id: &str,
@@ -679,13 +702,21 @@ impl Service {
         })
     }
 
-    fn detach(&mut self, id: String) -> Result<Reply, ServiceError> {
+    /// Unplugs `id` (its veth retired: off the bridge and down), releases what attach
+    /// allocated, and answers; the reaper deletes the veth pair. With `wait`, answers once
+    /// the reaper has (when called directly: [`run`] defers that answer instead, so that
+    /// the worker is not held up).
+    fn detach(&mut self, id: String, wait: bool) -> Result<Reply, ServiceError> {
         if id.is_empty() {
             return Err(HandlerError::EmptyId.into());
         }
         let Some(a) = self.attachments.get(&id).cloned() else {
             // Idempotent: a retried detach (or one after a restart that lost nothing) is
-            // not an error, and says that nothing changed.
+            // not an error, and says that nothing changed. An earlier detach's veth may
+            // still be waiting for the reaper: `wait` waits for it all the same.
+            if wait {
+                self.wait_for_reaper(&id)?;
+            }
             return Ok(Reply::Detached(api::Detached {
                 id,
                 detached: false,
@@ -693,7 +724,8 @@ impl Service {
                 released: None,
             }));
         };
-        self.remove_veth(&id, &a)?;
+        let started = Instant::now();
+        self.retire_veth(&id, &a)?;
         let released = if a.allocated {
             Some(self.release(&id, Some(&a))?)
         } else {
@@ -702,13 +734,44 @@ impl Service {
             self.attachments.remove(&id);
             None
         };
-        tracing::info!(%id, veth = %a.host_veth, released = released.is_some(), "detached");
+        tracing::info!(
+            %id,
+            veth = %a.host_veth,
+            released = released.is_some(),
+            us = started.elapsed().as_micros() as u64,
+            "detached"
+        );
+        if wait {
+            self.wait_for_reaper(&id)?;
+        }
         Ok(Reply::Detached(api::Detached {
             id,
             detached: true,
             host_veth: Some(a.host_veth),
             released,
         }))
+    }
+
+    /// Blocks until the reaper has deleted everything retired so far (`detach` with `wait`,
+    /// called directly).
+    fn wait_for_reaper(&self, id: &str) -> Result<(), ServiceError> {
+        self.reaper.flush().map_err(|e| reap_failed(id, &e))
+    }
+
+    /// On start: deletes the veths a previous run retired and did not reap (stopped or
+    /// killed in between). A failure is logged: those links are unplugged already, and the
+    /// reaper tries again with every detach.
+    fn reap_leftovers(&mut self) {
+        let t = Instant::now();
+        match self.b.link.delete_group(REAP_GROUP) {
+            Ok(()) => tracing::debug!(
+                us = t.elapsed().as_micros() as u64,
+                "deleted the veths a previous run left retired, if any"
+            ),
+            Err(e) => tracing::warn!(
+                "cannot delete the veths a previous run left retired (group {REAP_GROUP}): {e}"
+            ),
+        }
     }
 
     /// Opens the link backend inside `netns`: 404 when it does not exist, 400 when it is
@@ -758,7 +821,25 @@ impl Service {
             self.hairpin,
         );
         let steps = attach::plan(&req);
-        let Err(e) = attach::apply(&steps, &mut *self.b.link, ctr) else {
+        let mut res = attach::apply(&steps, &mut *self.b.link, ctr);
+        // The interface name is taken in the container: most likely by the container end of
+        // the veth its last detach retired, which the reaper has not deleted yet (the host
+        // end got another name: `free_veth_name` skips links that still exist). Wait for the
+        // reaper, then try once more.
+        if let Err(e) = &res
+            && e.source.kind == OpsErrorKind::AlreadyExists
+            && e.cleanup.is_none()
+            && steps.first().is_some_and(|s| {
+                matches!(s, attach::AttachStep::CreateVeth(_)) && e.step == s.to_string()
+            })
+        {
+            tracing::debug!(%id, ifname = %a.ifname, "interface name taken in the container: waiting for the reaper, then trying again");
+            match self.reaper.flush() {
+                Ok(()) => res = attach::apply(&steps, &mut *self.b.link, ctr),
+                Err(r) => tracing::warn!(%id, "{r}"),
+            }
+        }
+        let Err(e) = res else {
             return Ok(());
         };
         let veth_left = e.cleanup.is_some();
@@ -790,8 +871,29 @@ impl Service {
         Err(PlugFailure { error, veth_left })
     }
 
-    /// Deletes the host veth of `a` (which takes its peer along). Already gone is fine:
-    /// the container's namespace may have died with it.
+    /// Retires the host veth of `a` (off the bridge, down, in [`REAP_GROUP`]: the container
+    /// has no connectivity from here on) and hands it to the reaper, which deletes it and its
+    /// peer. Already gone is fine: the container's namespace may have died with it.
+    fn retire_veth(&mut self, id: &str, a: &Attachment) -> Result<(), ServiceError> {
+        match self.b.link.retire_link(&a.host_veth, REAP_GROUP) {
+            Ok(()) => {
+                self.reaper.retired(&a.host_veth);
+                Ok(())
+            }
+            Err(e) if e.kind == OpsErrorKind::NotFound => {
+                tracing::debug!(%id, veth = %a.host_veth, "host veth already gone");
+                Ok(())
+            }
+            Err(e) => Err(ServiceError::host(
+                &format!("unplugging {id}'s veth {}", a.host_veth),
+                e,
+            )),
+        }
+    }
+
+    /// Deletes the host veth of `a` (which takes its peer along) at once, for a re-attach
+    /// that makes it anew under the same name. Already gone is fine: the container's
+    /// namespace may have died with it.
     fn remove_veth(&mut self, id: &str, a: &Attachment) -> Result<(), ServiceError> {
         match self.b.link.delete_link(&a.host_veth) {
             Ok(()) => Ok(()),
@@ -1223,12 +1325,40 @@ fn migrate(old: &Network, mut fresh: Network) -> Result<Network, String> {
     Ok(fresh)
 }
 
-/// Serves jobs until every sender is gone, then stops the proxies.
+/// The answer to a `detach` with `wait` whose veth the reaper could not delete: the
+/// container is unplugged and released all the same.
+fn reap_failed(id: &str, e: &super::reaper::ReapError) -> ServiceError {
+    ServiceError::Host(format!(
+        "{id} is unplugged (its veth is down and off the bridge, its allocations released), \
+         but {e}"
+    ))
+}
+
+/// Serves jobs until every sender is gone, then lets the reaper finish and stops the
+/// proxies.
+///
+/// A `detach` with `wait` is handled as one without, and its answer handed to the reaper,
+/// which sends it once the veth is deleted: the worker serves the next requests meanwhile.
 pub fn run(mut svc: Service, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.blocking_recv() {
-        let answer = svc.handle(job.cmd);
+        let Job { cmd, reply } = job;
+        if let Command::Detach { id, wait: true } = cmd {
+            match svc.handle(Command::Detach {
+                id: id.clone(),
+                wait: false,
+            }) {
+                Ok(answer) => svc.reaper.after_reap(move |reaped| {
+                    let _ = reply.send(reaped.map(|()| answer).map_err(|e| reap_failed(&id, &e)));
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            continue;
+        }
+        let answer = svc.handle(cmd);
         // The client may have gone; a change it asked for stands (it is persisted).
-        let _ = job.reply.send(answer);
+        let _ = reply.send(answer);
     }
     svc.shutdown();
 }
@@ -1379,7 +1509,10 @@ impl TryFrom<api::Attach> for Command {
 impl TryFrom<api::Detach> for Command {
     type Error = ServiceError;
     fn try_from(r: api::Detach) -> Result<Self, ServiceError> {
-        Ok(Command::Detach { id: r.id })
+        Ok(Command::Detach {
+            id: r.id,
+            wait: r.wait,
+        })
     }
 }
 
@@ -1480,7 +1613,10 @@ mod tests {
                     .ok_or_else(|| NetnsError::NotFound(p.to_path_buf()))
             }),
         };
-        Service::start(s, b, Box::new(proxies.clone()))
+        // The reaper's own handle on the same host, as the daemon opens a second backend.
+        let reaper_link = host.link_ops();
+        let reaper = Reaper::spawn(move || Ok(Box::new(reaper_link) as Box<dyn AttachSide>))?;
+        Service::start(s, b, Box::new(proxies.clone()), reaper)
     }
 
     fn alloc(svc: &mut Service, id: &str) -> Interface {
@@ -1868,8 +2004,16 @@ mod tests {
         attach_as(svc, id, CTR, "eth0")
     }
 
+    /// Detaches `id` and waits for the reaper: the veth pair is deleted when this returns.
     fn detach_c(svc: &mut Service, id: &str) -> api::Detached {
-        match svc.handle(Command::Detach { id: id.into() }) {
+        detach_as(svc, id, true)
+    }
+
+    fn detach_as(svc: &mut Service, id: &str, wait: bool) -> api::Detached {
+        match svc.handle(Command::Detach {
+            id: id.into(),
+            wait,
+        }) {
             Ok(Reply::Detached(d)) => d,
             other => panic!("{other:?}"),
         }
@@ -2216,6 +2360,151 @@ mod tests {
         assert_ip_free(&mut svc, &a.interface.ip.to_string());
     }
 
+    /// Polls the fake host for at most five seconds (the reaper runs on its own thread).
+    fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}: not within 5 s");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn detach_unplugs_at_once_and_the_reaper_leaves_the_host_as_before_attach() {
+        let env = attach_env("reap", Config::default());
+        let mut svc = env.start();
+        let (host_before, ctr_before) = (env.host.snapshot(), env.ctr.snapshot());
+        let (a, _) = attach_c(&mut svc, "c1").expect("attaches");
+        publish(&mut svc, "c1", 8080).expect("publish");
+        env.host.clear_calls();
+        let d = detach_as(&mut svc, "c1", false);
+        assert!(d.detached && d.released.is_some(), "{d:?}");
+        assert_eq!(d.host_veth.as_deref(), Some(a.host_veth.as_str()));
+        // As answered: one call unplugged the host end (no delete_link on the worker's
+        // path), and it is down and off the bridge, or already reaped.
+        let retire = backend_mock::Call::RetireLink(a.host_veth.clone(), REAP_GROUP);
+        assert!(env.host.calls().contains(&retire), "{:?}", env.host.calls());
+        assert!(
+            !env.host
+                .calls()
+                .iter()
+                .any(|c| matches!(c, backend_mock::Call::DeleteLink(_))),
+            "{:?}",
+            env.host.calls()
+        );
+        match env.host.link(&a.host_veth) {
+            Some(l) => {
+                assert!(!l.up, "down: {l:?}");
+                assert_eq!(env.host.master(&a.host_veth), None);
+            }
+            None => assert!(env.ctr.link("eth0").is_none(), "the pair goes together"),
+        }
+        assert!(container_rules(&env.host).is_empty(), "released at once");
+        assert!(svc.network().endpoints().is_empty());
+        // Then the reaper deletes the pair, and nothing is left of the container.
+        eventually("the reaper deletes the veth", || {
+            env.host.link(&a.host_veth).is_none()
+        });
+        assert_eq!(env.host.snapshot(), host_before, "host as before attach");
+        // The container as before attach, but for its lo, which attach brought up.
+        let mut ctr_now = env.ctr.snapshot();
+        let lo = ctr_now
+            .links
+            .iter_mut()
+            .find(|l| l.name == "lo")
+            .expect("lo");
+        assert!(lo.up);
+        (lo.up, lo.addrs) = (false, Vec::new());
+        assert_eq!(ctr_now, ctr_before, "container as before attach");
+    }
+
+    #[test]
+    fn reattach_right_after_detach_waits_for_the_reaper_once() {
+        let env = attach_env("reattach-reap", Config::default());
+        let mut svc = env.start();
+        let (a, _) = attach_c(&mut svc, "c1").expect("attaches");
+        // The reaper's first attempt fails, so the old pair is certainly still there when
+        // the container is attached again (same namespace, same eth0).
+        env.host.fail_nth(HostOp::DeleteGroup, 1);
+        detach_as(&mut svc, "c1", false);
+        eventually("the reaper tried once", || {
+            env.host
+                .history()
+                .iter()
+                .any(|r| matches!(r.call, backend_mock::Call::DeleteGroup(_)) && r.injected)
+        });
+        assert!(env.ctr.link("eth0").is_some(), "the old eth0 still waits");
+        env.host.clear_calls();
+        let (again, created) = attach_c(&mut svc, "c1").expect("attaches after waiting");
+        assert!(created);
+        // The old host end still existed when the name was picked: the new one is salted.
+        assert_ne!(again.host_veth, a.host_veth);
+        assert_eq!(again.host_veth, netcore::attach::host_veth_name("c1", 1));
+        let history: Vec<(String, Option<OpsErrorKind>)> = env
+            .host
+            .history()
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.call,
+                    backend_mock::Call::CreateVeth(_) | backend_mock::Call::DeleteGroup(_)
+                )
+            })
+            .map(|r| (r.call.to_string(), r.error))
+            .collect();
+        let create = format!("create veth {} with peer eth0 in {CTR}", again.host_veth);
+        assert_eq!(
+            history,
+            vec![
+                (create.clone(), Some(OpsErrorKind::AlreadyExists)),
+                (format!("delete the links of group {REAP_GROUP}"), None),
+                (create, None),
+            ]
+        );
+        assert!(
+            env.host.link(&a.host_veth).is_none(),
+            "the old pair is gone"
+        );
+        assert!(env.ctr.link("eth0").is_some_and(|l| l.up));
+        assert_eq!(
+            env.host.master(&again.host_veth).as_deref(),
+            Some("docker0")
+        );
+    }
+
+    #[test]
+    fn start_and_shutdown_leave_no_retired_veth() {
+        // A veth a previous run retired and did not reap (it crashed in between), and an
+        // administrator's link in another group.
+        let ctr = FakeHost::new_netns();
+        let mut host = FakeHost::new().with_netns("/proc/77/ns/net", ctr.clone());
+        let spec = |host: &str, peer: &str| netcore::ops::VethSpec {
+            host: host.into(),
+            peer: peer.into(),
+            peer_netns: "/proc/77/ns/net".into(),
+            peer_mac: "02:42:ac:11:00:09".parse().expect("mac"),
+            mtu: 1500,
+        };
+        use netcore::ops::AttachOps;
+        host.create_veth(&spec("vethdead", "eth0")).expect("veth");
+        host.retire_link("vethdead", REAP_GROUP).expect("retire");
+        host.create_veth(&spec("vethadmin", "eth1")).expect("veth");
+        host.retire_link("vethadmin", 7).expect("group 7");
+        let env = attach_env_on("leftover", Config::default(), host);
+        let mut svc = env.start();
+        assert!(env.host.link("vethdead").is_none(), "reaped at start");
+        assert!(ctr.link("eth0").is_none(), "its peer too");
+        assert_eq!(env.host.group("vethadmin"), 7, "another group is not ours");
+        assert!(ctr.link("eth1").is_some());
+
+        // Shutdown lets the reaper finish: nothing retired is left.
+        let (a, _) = attach_c(&mut svc, "c1").expect("attaches");
+        detach_as(&mut svc, "c1", false);
+        svc.shutdown();
+        assert!(env.host.link(&a.host_veth).is_none());
+        assert!(env.ctr.link("eth0").is_none());
+    }
+
     /// `ip` can be allocated (to a probe container, released again at once).
     fn assert_ip_free(svc: &mut Service, ip: &str) {
         let ip: Ipv4Addr = ip.parse().expect("ip");
@@ -2432,7 +2721,10 @@ mod tests {
             ServiceError::Handler(HandlerError::EmptyId)
         );
         assert_eq!(
-            svc.handle(Command::Detach { id: String::new() }),
+            svc.handle(Command::Detach {
+                id: String::new(),
+                wait: false,
+            }),
             Err(ServiceError::Handler(HandlerError::EmptyId))
         );
     }
