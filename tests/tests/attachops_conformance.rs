@@ -24,7 +24,7 @@ use ipnet::Ipv4Net;
 use netcore::attach::{AttachRequest, AttachSide, apply, host_veth_name, plan};
 use netcore::mac::MacAddr;
 use netcore::ops::{AttachOps, LinkOps, OpsErrorKind, REAP_GROUP, RouteV4, VethSpec};
-use testns::{Netns as Container, ip_link, run};
+use testns::{Netns as Container, ip_addr_gen_mode, ip_addrs6, ip_link, run, try_run, wait_until};
 
 #[test]
 fn netlink_attach_conforms() {
@@ -71,6 +71,14 @@ const CASES: &[Case] = &[
     (
         "set_hairpin_flips_the_port_flag",
         set_hairpin_flips_the_port_flag,
+    ),
+    (
+        "ipv6_autoconf_off_leaves_both_ends_without_ipv6_addresses",
+        ipv6_autoconf_off_leaves_both_ends_without_ipv6_addresses,
+    ),
+    (
+        "ipv6_autoconf_off_without_ipv6_on_the_link_is_ok",
+        ipv6_autoconf_off_without_ipv6_on_the_link_is_ok,
     ),
     (
         "add_route_lands_in_the_container",
@@ -277,6 +285,120 @@ fn set_hairpin_flips_the_port_flag(env: &Env<'_>) {
     assert!(err.to_string().contains("cfnosuch0"), "{err}");
 }
 
+/// How long the kernel may take to give a link that came up its link-local address: the
+/// carrier reaches addrconf through the link-watch work, which runs asynchronously.
+const LINK_LOCAL_WITHIN: Duration = Duration::from_secs(5);
+
+fn link_local(addrs: &[String]) -> bool {
+    addrs.iter().any(|a| a.starts_with("fe80:"))
+}
+
+/// The link's operational state is up: the carrier change went through link-watch, the
+/// same work that gives a link its IPv6 link-local address.
+fn oper_up(name: &str) -> bool {
+    kernel_link(name)["operstate"] == "UP"
+}
+
+fn ipv6_autoconf_off_leaves_both_ends_without_ipv6_addresses(env: &Env<'_>) {
+    docker0();
+    let mut host = env.host();
+    // vethcf0/eth0 get autoconfiguration turned off; vethcf1/eth1 are the control, left as
+    // the kernel makes them, so that a check for "no address" cannot pass merely because
+    // the kernel was slow.
+    for (h, p) in [("vethcf0", "eth0"), ("vethcf1", "eth1")] {
+        host.create_veth(&veth(env, h, p)).expect("create_veth");
+    }
+    host.set_ipv6_autoconf_off("vethcf0")
+        .expect("host end, while down");
+    let mut inside = env.inside();
+    inside
+        .set_ipv6_autoconf_off("eth0")
+        .expect("container end, while down");
+    assert_eq!(ip_addr_gen_mode("vethcf0").as_deref(), Some("none"));
+    assert_eq!(
+        ip_addr_gen_mode("vethcf1").as_deref(),
+        Some("eui64"),
+        "only the link asked for"
+    );
+    assert_eq!(ip_addr_gen_mode("docker0").as_deref(), Some("eui64"));
+    env.ctr.run(|| {
+        assert_eq!(ip_addr_gen_mode("eth0").as_deref(), Some("none"));
+        assert_eq!(ip_addr_gen_mode("eth1").as_deref(), Some("eui64"));
+        assert_eq!(ip_addr_gen_mode("lo").as_deref(), Some("eui64"));
+    });
+
+    // Up, on the bridge, as attach leaves them.
+    for h in ["vethcf0", "vethcf1"] {
+        host.set_master(h, "docker0").expect("set_master");
+        host.set_up(h).expect("host end up");
+    }
+    for l in ["lo", "eth0", "eth1"] {
+        inside.set_up(l).expect("up inside");
+    }
+    wait_until(
+        "the control veth's link-local addresses",
+        LINK_LOCAL_WITHIN,
+        || link_local(&ip_addrs6("vethcf1")) && env.ctr.run(|| link_local(&ip_addrs6("eth1"))),
+    );
+    wait_until(
+        "vethcf0 and eth0 to be operationally up",
+        LINK_LOCAL_WITHIN,
+        || oper_up("vethcf0") && env.ctr.run(|| oper_up("eth0")),
+    );
+    assert_eq!(ip_addrs6("vethcf0"), Vec::<String>::new(), "host end");
+    assert_eq!(ip_addr_gen_mode("vethcf0").as_deref(), Some("none"));
+    env.ctr.run(|| {
+        assert_eq!(ip_addrs6("eth0"), Vec::<String>::new(), "container end");
+        assert_eq!(ip_addrs6("lo"), ["::1/128"], "loopback keeps its IPv6");
+        // IPv6 itself is still on: an address added by hand works.
+        run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00:cf::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        assert_eq!(ip_addrs6("eth0"), ["fd00:cf::2/64"]);
+    });
+
+    let err = host
+        .set_ipv6_autoconf_off("cfnosuch0")
+        .expect_err("no such link");
+    assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("cfnosuch0"), "{err}");
+}
+
+/// A link without IPv6 state answers `EAFNOSUPPORT`, as every link does on a kernel booted
+/// with `ipv6.disable=1`: nothing to turn off, so it is not an error. Here the link has no
+/// IPv6 state because its MTU is below IPv6's minimum (1280).
+fn ipv6_autoconf_off_without_ipv6_on_the_link_is_ok(env: &Env<'_>) {
+    let mut host = env.host();
+    host.create_veth(&VethSpec {
+        mtu: 1200,
+        ..veth(env, "vethcf0", "eth0")
+    })
+    .expect("create_veth");
+    assert_eq!(
+        ip_addr_gen_mode("vethcf0"),
+        None,
+        "no IPv6 state on the link"
+    );
+    let (ok, out) = try_run(&["ip", "link", "set", "vethcf0", "addrgenmode", "none"]);
+    assert!(
+        !ok && out.contains("Address family not supported"),
+        "the kernel answers EAFNOSUPPORT: {out}"
+    );
+    host.set_ipv6_autoconf_off("vethcf0")
+        .expect("EAFNOSUPPORT is success");
+    env.inside()
+        .set_ipv6_autoconf_off("eth0")
+        .expect("EAFNOSUPPORT is success inside too");
+    assert_eq!(names(), ["lo", "vethcf0"], "the link is untouched");
+}
+
 fn add_route_lands_in_the_container(env: &Env<'_>) {
     let mut host = env.host();
     host.create_veth(&veth(env, "vethcf0", "eth0"))
@@ -425,6 +547,36 @@ fn assert_port(req: &AttachRequest) {
     assert_eq!(hairpin(&req.host_veth), req.hairpin, "{l}");
 }
 
+/// After attach, neither end of the veth has an IPv6 address (autoconfiguration was turned
+/// off while they were down), while the container's loopback keeps `::1` and the bridge,
+/// which attach does not touch, gets its link-local address as usual. The bridge is the
+/// control: its address comes through the same asynchronous link-watch work that would
+/// have given the veth ends theirs, so once it is there theirs would be too.
+fn assert_no_ipv6_on_the_veth(ctr: &Container, req: &AttachRequest) {
+    wait_until("docker0's link-local address", LINK_LOCAL_WITHIN, || {
+        link_local(&ip_addrs6("docker0"))
+    });
+    wait_until("the veth to be operationally up", LINK_LOCAL_WITHIN, || {
+        oper_up(&req.host_veth) && ctr.run(|| oper_up(&req.ifname))
+    });
+    assert_eq!(ip_addr_gen_mode(&req.host_veth).as_deref(), Some("none"));
+    assert_eq!(
+        ip_addrs6(&req.host_veth),
+        Vec::<String>::new(),
+        "host end {}",
+        req.host_veth
+    );
+    ctr.run(|| {
+        assert_eq!(ip_addr_gen_mode(&req.ifname).as_deref(), Some("none"));
+        assert_eq!(
+            ip_addrs6(&req.ifname),
+            Vec::<String>::new(),
+            "container end"
+        );
+        assert_eq!(ip_addrs6("lo"), ["::1/128"], "loopback keeps its IPv6");
+    });
+}
+
 /// One TCP exchange: `connect` (run wherever the caller likes) reaches `listener`, sends a
 /// line, gets it back reversed. Returns the address the listener saw the client come from.
 fn exchange(listener: TcpListener, connect: impl FnOnce(SocketAddr) -> TcpStream) -> SocketAddr {
@@ -470,6 +622,7 @@ fn attach_plugs_containers_into_the_bridge(env: &Env<'_>) {
     attach(env, env.ctr, &req1).expect("attach the first container");
     assert_container_plugged(env.ctr, &req1);
     assert_port(&req1);
+    assert_no_ipv6_on_the_veth(env.ctr, &req1);
 
     // A second container, without hairpin mode.
     let ctr2 = Container::new();
@@ -479,6 +632,7 @@ fn attach_plugs_containers_into_the_bridge(env: &Env<'_>) {
     attach(env, &ctr2, &req2).expect("attach the second container");
     assert_container_plugged(&ctr2, &req2);
     assert_port(&req2);
+    assert_no_ipv6_on_the_veth(&ctr2, &req2);
     let host_names = names();
     assert_eq!(
         host_names.len(),

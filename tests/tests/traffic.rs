@@ -109,6 +109,40 @@ fn assert_refused<P: Place>(from: &P, proto: Proto, to: SocketAddrV4, echo: &Ech
     );
 }
 
+/// The network is IPv4-only: neither end of a container's veth autoconfigures IPv6 (no
+/// link-local address, so no DAD, router solicitation or MLD flooding the bridge), while the
+/// container's loopback keeps `::1`. docker0, which attach does not touch, is the control: its
+/// link-local address comes through the same asynchronous link-watch work as the veth ends'
+/// would, so once it is there and the veth is operationally up, theirs would be too.
+#[track_caller]
+fn assert_no_ipv6_autoconf(c: &world::Container, host_veth: &str) {
+    let within = std::time::Duration::from_secs(5);
+    let link_local = |addrs: Vec<String>| addrs.iter().any(|a| a.starts_with("fe80:"));
+    let oper_up = |name: &str| testns::ip_link(name).is_some_and(|l| l["operstate"] == "UP");
+    testns::wait_until("docker0's link-local address", within, || {
+        link_local(testns::ip_addrs6("docker0"))
+    });
+    testns::wait_until("the veth to be operationally up", within, || {
+        oper_up(host_veth) && c.run(|| oper_up("eth0"))
+    });
+    assert_eq!(testns::ip_addr_gen_mode(host_veth).as_deref(), Some("none"));
+    assert_eq!(
+        testns::ip_addrs6(host_veth),
+        Vec::<String>::new(),
+        "the host end {host_veth} has no IPv6 address"
+    );
+    let (mode, eth0, lo) = c.run(|| {
+        (
+            testns::ip_addr_gen_mode("eth0"),
+            testns::ip_addrs6("eth0"),
+            testns::ip_addrs6("lo"),
+        )
+    });
+    assert_eq!(mode.as_deref(), Some("none"));
+    assert_eq!(eth0, Vec::<String>::new(), "eth0 has no IPv6 address");
+    assert_eq!(lo, ["::1/128"], "lo keeps its IPv6");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Container to container
 // ---------------------------------------------------------------------------------------------
@@ -141,6 +175,7 @@ fn containers_talk_over_the_bridge_with_icc() {
         let host_veth = a["host_veth"].as_str().expect("host_veth");
         let port = testns::ip_link(host_veth).expect("the host end of c1's veth");
         assert_eq!(port["master"], "docker0", "{port}");
+        assert_no_ipv6_autoconf(&c1, host_veth);
 
         let e1 = c1.run(|| Echo::start("c1", ECHO));
         let e2 = c2.run(|| Echo::start("c2", ECHO));

@@ -14,6 +14,7 @@
 //! | [`AttachOps::create_veth`] | rtnetlink `RTM_NEWLINK` (no ioctl makes a veth; Docker 1.x used its own netlink code too) |
 //! | [`AttachOps::set_master`] | `SIOCBRADDIF` (Docker 1.x `AddToBridge`) |
 //! | [`AttachOps::set_hairpin`] | rtnetlink `RTM_SETLINK` to `AF_BRIDGE`, `IFLA_BRPORT_MODE` |
+//! | [`AttachOps::set_ipv6_autoconf_off`] | rtnetlink `RTM_NEWLINK` with `IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE } }` (no ioctl sets it) |
 //! | [`AttachOps::add_route`] | `SIOCADDRT` |
 //! | [`AttachOps::retire_link`] | rtnetlink `RTM_NEWLINK`: `IFLA_MASTER` 0, `IFF_UP` cleared, `IFLA_GROUP` (no ioctl sets a device group) |
 //! | [`AttachOps::delete_group`] | rtnetlink `RTM_DELLINK` with `IFLA_GROUP` |
@@ -99,9 +100,10 @@ const ENXIO: i32 = 6;
 pub struct IoctlLinks {
     sock: IfSocket,
     /// Opened with `sock`; only [`AttachOps::create_veth`], [`AttachOps::set_hairpin`],
-    /// [`AttachOps::retire_link`], [`AttachOps::delete_group`], the deletion of a link that
-    /// is not a bridge and the `EBUSY` check of [`AttachOps::set_master`] need it, so a
-    /// failure to open it is reported by those.
+    /// [`AttachOps::set_ipv6_autoconf_off`], [`AttachOps::retire_link`],
+    /// [`AttachOps::delete_group`], the deletion of a link that is not a bridge and the
+    /// `EBUSY` check of [`AttachOps::set_master`] need it, so a failure to open it is
+    /// reported by those.
     nl: Result<NlSocket, io::Error>,
     /// (device, inode) of the sockets' namespace, if it could be told.
     netns: Option<(u64, u64)>,
@@ -776,6 +778,31 @@ impl AttachOps for IoctlLinks {
             other => expect_ack(&op, other)?,
         }
         debug!(link, on, "set hairpin mode");
+        Ok(())
+    }
+
+    /// rtnetlink `RTM_NEWLINK` on the link's index (looked up with `SIOCGIFINDEX`, so a
+    /// missing link is [`OpsErrorKind::NotFound`] naming it) with `IFLA_AF_SPEC { AF_INET6 {
+    /// IFLA_INET6_ADDR_GEN_MODE = none } }`, as `ip link set LINK addrgenmode none` sends it;
+    /// there is no ioctl or procfs knob for the mode. The kernel's `EAFNOSUPPORT` (no IPv6
+    /// on the link) is success: nothing to turn off.
+    fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
+        let op = format!("turn IPv6 autoconfiguration off on {link}");
+        let index = self.index_of(&op, link)?;
+        let index = i32::try_from(index)
+            .map_err(|_| OpsError::new(&op, OpsErrorKind::Other, "index exceeds a C int"))?;
+        let res = self
+            .nl(&op)?
+            .request(|seq| nl::no_ipv6_autoconf(seq, index));
+        match res {
+            Err(NetlinkError::Kernel { errno, .. }) if errno == libc::EAFNOSUPPORT => {
+                debug!(link, "no IPv6 on the link: nothing to turn off");
+            }
+            other => {
+                expect_ack(&op, other)?;
+                debug!(link, "IPv6 autoconfiguration off");
+            }
+        }
         Ok(())
     }
 

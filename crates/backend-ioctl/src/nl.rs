@@ -1,12 +1,13 @@
 //! A minimal rtnetlink client for the things no ioctl can do: create a veth pair, set a
-//! bridge port flag, retire a link into a device group and delete a whole group.
+//! bridge port flag, turn IPv6 autoconfiguration off on a link, retire a link into a device
+//! group and delete a whole group.
 //!
 //! Docker 1.x did the same: libcontainer carried a small hand-written `netlink` package for
 //! `NetworkCreateVethPair` and `NetworkLinkDel` and used ioctls for the rest. This module
-//! builds exactly six requests (`RTM_NEWLINK` for a veth, `RTM_DELLINK` of one link,
+//! builds exactly seven requests (`RTM_NEWLINK` for a veth, `RTM_DELLINK` of one link,
 //! `RTM_SETLINK` for `IFLA_BRPORT_MODE`, `RTM_GETLINK` for one link's master, `RTM_NEWLINK`
-//! that retires a link, `RTM_DELLINK` of a device group), sends each on a `NETLINK_ROUTE`
-//! socket and reads the one answer.
+//! that sets `IFLA_INET6_ADDR_GEN_MODE`, `RTM_NEWLINK` that retires a link, `RTM_DELLINK` of
+//! a device group), sends each on a `NETLINK_ROUTE` socket and reads the one answer.
 //! No dump, no multicast groups, no async runtime.
 //!
 //! Layout rules (`<linux/netlink.h>`): every integer is in host byte order; a message is a
@@ -55,6 +56,8 @@ const IFINFOMSG_LEN: usize = 16;
 // <linux/socket.h>
 const AF_UNSPEC: u8 = 0;
 const AF_BRIDGE: u8 = 7;
+/// As the type of the per-family nest inside `IFLA_AF_SPEC`.
+const AF_INET6: u16 = 10;
 
 // <linux/if_link.h>
 const IFLA_ADDRESS: u16 = 1;
@@ -63,12 +66,17 @@ const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_AF_SPEC: u16 = 26;
 const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 /// The port's hairpin flag (`/* mode (hairpin) */` in the header).
 const IFLA_BRPORT_MODE: u16 = 4;
+/// Inside `IFLA_AF_SPEC { AF_INET6 { ... } }`: how the link makes its IPv6 addresses (a u8).
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+/// No address at all: no link-local, so no DAD, router solicitation or MLD for one.
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 
 // <linux/veth.h>
 const VETH_INFO_PEER: u16 = 1;
@@ -262,6 +270,23 @@ pub(crate) fn set_hairpin(seq: u32, index: i32, on: bool) -> io::Result<Vec<u8>>
     let prot = m.nest_start(IFLA_PROTINFO | NLA_F_NESTED);
     m.attr(IFLA_BRPORT_MODE, &[u8::from(on)]);
     m.nest_end(prot);
+    m.finish()
+}
+
+/// `ip link set dev INDEX addrgenmode none`: `RTM_NEWLINK` without `NLM_F_CREATE` on the
+/// link's index, with `IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE =
+/// IN6_ADDR_GEN_MODE_NONE } }`. The nests carry no `NLA_F_NESTED`, as iproute2 sends them.
+/// The kernel refuses it inside the request that creates a veth (`EAFNOSUPPORT`), hence a
+/// request of its own; a link without IPv6 state (`ipv6.disable=1`, an MTU below 1280)
+/// answers `EAFNOSUPPORT` too.
+pub(crate) fn no_ipv6_autoconf(seq: u32, index: i32) -> io::Result<Vec<u8>> {
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    m.ifinfomsg(AF_UNSPEC, index);
+    let spec = m.nest_start(IFLA_AF_SPEC);
+    let inet6 = m.nest_start(AF_INET6);
+    m.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+    m.nest_end(inet6);
+    m.nest_end(spec);
     m.finish()
 }
 
@@ -698,6 +723,25 @@ mod tests {
             8, 0, 27, 0,   0x70, 0x61, 0x65, 0x72,
         ];
         assert_eq!(retire_link(6, "veth0", 0x7265_6170).expect("builds"), want);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn no_ipv6_autoconf_request_bytes() {
+        #[rustfmt::skip]
+        let want: [u8; 48] = [
+            // nlmsghdr: len 48, RTM_NEWLINK (16), REQUEST|ACK (5, no CREATE), seq 8, pid 0
+            48, 0, 0, 0,   16, 0,   5, 0,   8, 0, 0, 0,   0, 0, 0, 0,
+            // ifinfomsg: AF_UNSPEC, index 0x0203, flags 0, change 0 (stays down)
+            0, 0, 0, 0,   3, 2, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,
+            // IFLA_AF_SPEC (26), len 16 = 4 + 12, no NLA_F_NESTED
+            16, 0, 26, 0,
+              // AF_INET6 (10), len 12 = 4 + 8 (the inner padding counts)
+              12, 0, 10, 0,
+                // IFLA_INET6_ADDR_GEN_MODE (8), len 5: IN6_ADDR_GEN_MODE_NONE (1) + padding
+                5, 0, 8, 0,   1, 0, 0, 0,
+        ];
+        assert_eq!(no_ipv6_autoconf(8, 0x0203).expect("builds"), want);
     }
 
     #[cfg(target_endian = "little")]

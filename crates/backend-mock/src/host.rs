@@ -76,6 +76,9 @@ pub struct Snapshot {
     pub peers: BTreeMap<String, VethPeer>,
     /// Links in a device group other than 0 (the default) -> the group (`IFLA_GROUP`).
     pub groups: BTreeMap<String, u32>,
+    /// The links with IPv6 address autoconfiguration off (`addrgenmode none`); every other
+    /// link has the kernel's default (`eui64`).
+    pub ipv6_autoconf_off: BTreeSet<String>,
 }
 
 type Fail = (OpsErrorKind, Box<dyn Error + Send + Sync + 'static>);
@@ -118,6 +121,8 @@ struct State {
     veths: BTreeMap<String, VethEnd>,
     /// Device groups other than 0 (every link's default), by link name.
     groups: BTreeMap<String, u32>,
+    /// Links whose IPv6 address generation mode is `none`, by name.
+    ipv6_autoconf_off: BTreeSet<String>,
     /// Bridges whose MTU was changed by `set_mtu` (`BROPT_MTU_SET_BY_USER`): the kernel no
     /// longer tunes their MTU to their ports'. Not part of the snapshot: no read shows it.
     mtu_set_by_user: BTreeSet<String>,
@@ -144,6 +149,7 @@ impl State {
             ports: BTreeMap::new(),
             veths: BTreeMap::new(),
             groups: BTreeMap::new(),
+            ipv6_autoconf_off: BTreeSet::new(),
             mtu_set_by_user: BTreeSet::new(),
         };
         st.insert_link(LinkInfo {
@@ -198,6 +204,7 @@ impl State {
                 .retain(|name, p| *name != link.name && p.master != link.name);
             self.veths.remove(&link.name);
             self.groups.remove(&link.name);
+            self.ipv6_autoconf_off.remove(&link.name);
             self.mtu_set_by_user.remove(&link.name);
         }
         if link.index == 0 || self.links.iter().any(|l| l.index == link.index) {
@@ -267,6 +274,7 @@ impl State {
                 .map(|(name, end)| (name.clone(), end.as_peer()))
                 .collect(),
             groups: self.groups.clone(),
+            ipv6_autoconf_off: self.ipv6_autoconf_off.clone(),
         }
     }
 
@@ -416,6 +424,7 @@ impl State {
         }
         self.mtu_set_by_user.remove(&gone.name);
         self.groups.remove(&gone.name);
+        self.ipv6_autoconf_off.remove(&gone.name);
         // Deleting a bridge releases its ports (br_dev_delete -> del_nbp for each).
         self.ports.retain(|_, p| p.master != gone.name);
         // Deleting a port takes it off its bridge, which re-tunes its MTU (br_del_if).
@@ -730,6 +739,12 @@ impl FakeHost {
         self.st().ports.get(link).is_some_and(|p| p.hairpin)
     }
 
+    /// Whether `link` has IPv6 address autoconfiguration off
+    /// ([`AttachOps::set_ipv6_autoconf_off`]); `false` for a link without it or no link.
+    pub fn ipv6_autoconf_off(&self, link: &str) -> bool {
+        self.st().ipv6_autoconf_off.contains(link)
+    }
+
     /// The other end of the veth `link`.
     pub fn peer(&self, link: &str) -> Option<VethPeer> {
         self.st().veths.get(link).map(VethEnd::as_peer)
@@ -897,6 +912,9 @@ macro_rules! impl_attach_ops {
             }
             fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError> {
                 self.st().set_hairpin(link, on)
+            }
+            fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
+                self.st().set_ipv6_autoconf_off(link)
             }
             fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
                 self.st().add_route(route)

@@ -34,7 +34,8 @@
 //!   [`FakeHost::fail_nth_mutation`] the nth call that could change the host; a failed call
 //!   changes nothing.
 //! - **Snapshots**: [`FakeHost::snapshot`] is the whole state of one namespace as a comparable
-//!   value, bridge ports, hairpin flags and veth peers included.
+//!   value, bridge ports, hairpin flags, veth peers and the links with IPv6 autoconfiguration
+//!   off (`set_ipv6_autoconf_off`, also [`FakeHost::ipv6_autoconf_off`]) included.
 //!
 //! The host is a cheap handle (clones share the state). Code that takes three `&mut impl`
 //! trait objects at once gets one handle per trait from [`FakeHost::ops`].

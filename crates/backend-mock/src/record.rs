@@ -26,6 +26,7 @@ pub enum Op {
     CreateVeth,
     SetMaster,
     SetHairpin,
+    SetIpv6AutoconfOff,
     AddRoute,
     RetireLink,
     DeleteGroup,
@@ -33,7 +34,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in trait order (`LinkOps`, `FirewallOps`, `SysctlOps`, `AttachOps`).
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::Links,
         Op::RoutesV4,
         Op::CreateBridge,
@@ -51,6 +52,7 @@ impl Op {
         Op::CreateVeth,
         Op::SetMaster,
         Op::SetHairpin,
+        Op::SetIpv6AutoconfOff,
         Op::AddRoute,
         Op::RetireLink,
         Op::DeleteGroup,
@@ -89,6 +91,8 @@ pub enum Call {
     SetMaster(String, String),
     /// `(link, on)`
     SetHairpin(String, bool),
+    /// IPv6 address autoconfiguration off on the link (`addrgenmode none`).
+    SetIpv6AutoconfOff(String),
     /// The route as given (`oif` is usually `None`; the host resolves it).
     AddRoute(RouteV4),
     /// `(link, group)`
@@ -116,6 +120,7 @@ impl Call {
             Call::CreateVeth(_) => Op::CreateVeth,
             Call::SetMaster(..) => Op::SetMaster,
             Call::SetHairpin(..) => Op::SetHairpin,
+            Call::SetIpv6AutoconfOff(_) => Op::SetIpv6AutoconfOff,
             Call::AddRoute(_) => Op::AddRoute,
             Call::RetireLink(..) => Op::RetireLink,
             Call::DeleteGroup(_) => Op::DeleteGroup,
@@ -179,6 +184,9 @@ impl fmt::Display for Call {
                 write!(f, "retire {link} (nomaster, down, group {group})")
             }
             Call::DeleteGroup(group) => write!(f, "delete the links of group {group}"),
+            Call::SetIpv6AutoconfOff(link) => {
+                write!(f, "turn IPv6 autoconfiguration off on {link}")
+            }
         }
     }
 }

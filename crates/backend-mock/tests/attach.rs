@@ -65,6 +65,7 @@ fn is_host_step(step: &AttachStep) -> bool {
     matches!(
         step,
         AttachStep::CreateVeth(_)
+            | AttachStep::HostNoIpv6Autoconf { .. }
             | AttachStep::SetMaster { .. }
             | AttachStep::SetHairpin { .. }
             | AttachStep::HostUp { .. }
@@ -90,6 +91,7 @@ fn a_clean_attach_makes_exactly_these_calls_on_each_side() {
                 peer_mac: interface().mac,
                 mtu: 1500,
             }),
+            Call::SetIpv6AutoconfOff(veth.clone()),
             Call::SetMaster(veth.clone(), "docker0".to_owned()),
         ];
         if hairpin {
@@ -102,6 +104,7 @@ fn a_clean_attach_makes_exactly_these_calls_on_each_side() {
             ctr.calls(),
             vec![
                 Call::SetUp("lo".to_owned()),
+                Call::SetIpv6AutoconfOff("eth0".to_owned()),
                 Call::AddAddr("eth0".to_owned(), net("172.17.0.2/16")),
                 Call::SetUp("eth0".to_owned()),
                 Call::AddRoute(RouteV4 {
@@ -133,6 +136,10 @@ fn assert_attached(req: &AttachRequest, host: &FakeHost, ctr: &FakeHost) {
     assert!(veth.up, "host end is up");
     assert_eq!(veth.mtu, req.mtu);
     assert!(veth.addrs.is_empty(), "the host end has no address");
+    assert!(
+        host.ipv6_autoconf_off(&req.host_veth),
+        "no IPv6 autoconfiguration on the host end"
+    );
     assert_eq!(host.master(&req.host_veth).as_deref(), Some("docker0"));
     assert_eq!(host.hairpin(&req.host_veth), req.hairpin);
     assert_eq!(
@@ -163,8 +170,13 @@ fn assert_attached(req: &AttachRequest, host: &FakeHost, ctr: &FakeHost) {
             netns: Some(PathBuf::from(INIT_NETNS)),
         })
     );
+    assert!(
+        ctr.ipv6_autoconf_off(&req.ifname),
+        "no IPv6 autoconfiguration on the container end"
+    );
     let lo = ctr.link("lo").expect("lo");
     assert!(lo.up, "lo is up");
+    assert!(!ctr.ipv6_autoconf_off("lo"), "lo keeps its IPv6 (::1)");
     assert_eq!(lo.addrs, vec![net("127.0.0.1/8")]);
     assert_eq!(
         ctr.routes(),
@@ -187,6 +199,13 @@ fn assert_attached(req: &AttachRequest, host: &FakeHost, ctr: &FakeHost) {
     );
     let names: Vec<_> = ctr.snapshot().links.into_iter().map(|l| l.name).collect();
     assert_eq!(names, ["lo", req.ifname.as_str()]);
+    // The snapshots show it too: the two veth ends, nothing else.
+    assert!(host.snapshot().ipv6_autoconf_off.contains(&req.host_veth));
+    assert!(!host.snapshot().ipv6_autoconf_off.contains("docker0"));
+    assert_eq!(
+        ctr.snapshot().ipv6_autoconf_off,
+        std::collections::BTreeSet::from([req.ifname.clone()])
+    );
 }
 
 #[test]

@@ -370,6 +370,48 @@ fn hairpin_needs_a_bridge_port_and_is_reset_when_the_port_moves() {
 }
 
 #[test]
+fn ipv6_autoconf_off_is_recorded_per_link_and_goes_with_the_link() {
+    let (mut host, ctr) = world();
+    let before = (host.snapshot(), ctr.snapshot());
+    assert_eq!(
+        host.set_ipv6_autoconf_off("nope0").unwrap_err().kind,
+        OpsErrorKind::NotFound
+    );
+    assert!(!host.ipv6_autoconf_off("nope0"));
+    host.create_veth(&veth("veth1", "eth0", NETNS)).unwrap();
+    // A new link has the kernel's default (eui64): autoconfiguration on.
+    assert!(!host.ipv6_autoconf_off("veth1"));
+    assert!(host.snapshot().ipv6_autoconf_off.is_empty());
+
+    host.set_ipv6_autoconf_off("veth1").unwrap();
+    assert!(host.ipv6_autoconf_off("veth1"));
+    assert!(
+        !ctr.ipv6_autoconf_off("eth0"),
+        "per end: the peer keeps its own"
+    );
+    let mut c = ctr.clone();
+    c.set_ipv6_autoconf_off("eth0").unwrap();
+    assert!(ctr.ipv6_autoconf_off("eth0"));
+    // Again: no change, no error (the kernel just sets the mode).
+    host.set_ipv6_autoconf_off("veth1").unwrap();
+    assert_eq!(
+        host.snapshot()
+            .ipv6_autoconf_off
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["veth1"]
+    );
+    assert!(!host.ipv6_autoconf_off("docker0"));
+
+    // Deleting the pair takes the mode of both ends with it: a new veth of the same names
+    // starts with autoconfiguration on, and both namespaces are as before.
+    host.delete_link("veth1").unwrap();
+    assert_eq!((host.snapshot(), ctr.snapshot()), before);
+    host.create_veth(&veth("veth1", "eth0", NETNS)).unwrap();
+    assert!(!host.ipv6_autoconf_off("veth1") && !ctr.ipv6_autoconf_off("eth0"));
+}
+
+#[test]
 fn deleting_a_bridge_releases_its_ports() {
     let (mut host, ctr) = world();
     host.create_veth(&veth("veth1", "eth0", NETNS)).unwrap();
@@ -623,6 +665,7 @@ fn the_attach_operations_are_mutating_and_can_be_failed() {
         Op::CreateVeth,
         Op::SetMaster,
         Op::SetHairpin,
+        Op::SetIpv6AutoconfOff,
         Op::AddRoute,
         Op::RetireLink,
         Op::DeleteGroup,
@@ -656,6 +699,14 @@ fn the_attach_operations_are_mutating_and_can_be_failed() {
     assert!(host.set_hairpin("veth1", true).is_err());
     assert!(!host.hairpin("veth1"));
 
+    host.fail_nth(Op::SetIpv6AutoconfOff, 1);
+    let err = host.set_ipv6_autoconf_off("veth1").unwrap_err();
+    assert!(err.source.downcast_ref::<InjectedFault>().is_some());
+    assert!(
+        !host.ipv6_autoconf_off("veth1"),
+        "a failed call changes nothing"
+    );
+
     let mut c = ctr.clone();
     c.set_up("lo").unwrap();
     c.add_addr("eth0", net("172.17.0.2/16")).unwrap();
@@ -674,6 +725,7 @@ fn the_attach_operations_are_mutating_and_can_be_failed() {
             Call::SetMaster("veth1".into(), "docker0".into()),
             Call::SetMaster("veth1".into(), "docker0".into()),
             Call::SetHairpin("veth1".into(), true),
+            Call::SetIpv6AutoconfOff("veth1".into()),
         ]
     );
     assert_eq!(
@@ -721,6 +773,10 @@ fn calls_display_as_the_operation_and_its_object() {
             "retire veth1 (nomaster, down, group 77)",
         ),
         (Call::DeleteGroup(77), "delete the links of group 77"),
+        (
+            Call::SetIpv6AutoconfOff("veth1".into()),
+            "turn IPv6 autoconfiguration off on veth1",
+        ),
     ];
     for (call, text) in cases {
         assert_eq!(call.to_string(), text);

@@ -51,8 +51,8 @@ use netcore::ops::{
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -563,6 +563,19 @@ pub fn retire_message(link: &str, group: u32) -> LinkMessage {
     msg
 }
 
+/// The `RTM_NEWLINK` (a change, no `NLM_F_CREATE`) that turns IPv6 address
+/// autoconfiguration off on `link`: `IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE =
+/// IN6_ADDR_GEN_MODE_NONE } }`, as `ip link set LINK addrgenmode none` sends it (no
+/// `NLA_F_NESTED` on either nest, as iproute2; the kernel parses them either way).
+pub fn no_ipv6_autoconf_message(link: &str) -> LinkMessage {
+    let mut msg = link_by_name(link);
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    msg
+}
+
 /// The `RTM_DELLINK` body that deletes every link of `group`: index 0, no name, `IFLA_GROUP`
 /// (what `ip link del group N` sends; the kernel takes the group path only without both).
 pub fn group_message(group: u32) -> LinkMessage {
@@ -703,6 +716,30 @@ impl AttachOps for NetlinkLinks {
         self.run(
             || format!("set hairpin mode {state} on {link}"),
             async move { req.execute().await.map_err(nl_error) },
+        )
+    }
+
+    fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
+        tracing::debug!(link, "IPv6 autoconfiguration off");
+        // A setlink of its own: the kernel refuses IFLA_AF_SPEC in the RTM_NEWLINK that
+        // creates a veth (EAFNOSUPPORT, the device has no IPv6 state yet). See
+        // `AttachOps::set_ipv6_autoconf_off` for why.
+        let req = self.handle.link().change(no_ipv6_autoconf_message(link));
+        self.run(
+            || format!("turn IPv6 autoconfiguration off on {link}"),
+            async move {
+                match req.execute().await {
+                    // No IPv6 on this link (ipv6.disable=1, or an MTU below 1280): nothing
+                    // to turn off.
+                    Err(rtnetlink::Error::NetlinkError(m))
+                        if m.raw_code() == -libc::EAFNOSUPPORT =>
+                    {
+                        tracing::debug!(link, "no IPv6 on the link: nothing to turn off");
+                        Ok(())
+                    }
+                    res => res.map_err(nl_error),
+                }
+            },
         )
     }
 
@@ -917,6 +954,31 @@ mod tests {
         let msg = group_message(77);
         assert_eq!(msg.header.index, 0, "index 0: the kernel's group path");
         assert_eq!(msg.attributes, vec![LinkAttribute::Group(77)]);
+    }
+
+    #[test]
+    fn no_ipv6_autoconf_message_bytes() {
+        use rtnetlink::packet_core::Emitable;
+        let msg = no_ipv6_autoconf_message("veth0");
+        assert_eq!(msg.header.index, 0, "addressed by name");
+        assert!(msg.header.flags.is_empty(), "stays down");
+        assert!(msg.header.change_mask.is_empty(), "no flag changes");
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        #[rustfmt::skip]
+        let attrs: [u8; 28] = [
+            // IFLA_IFNAME (3), len 4+6: "veth0\0" + 2 bytes of padding
+            10, 0, 3, 0,   b'v', b'e', b't', b'h',   b'0', 0, 0, 0,
+            // IFLA_AF_SPEC (26), len 16 = 4 + 12, no NLA_F_NESTED
+            16, 0, 26, 0,
+              // AF_INET6 (10), len 12 = 4 + 8
+              12, 0, 10, 0,
+                // IFLA_INET6_ADDR_GEN_MODE (8), len 5: IN6_ADDR_GEN_MODE_NONE (1) + padding
+                5, 0, 8, 0,   1, 0, 0, 0,
+        ];
+        // After the 16-byte ifinfomsg: the same bytes backend-ioctl's nl.rs sends.
+        assert_eq!(buf.len(), 16 + attrs.len());
+        assert_eq!(buf[16..], attrs);
     }
 
     #[test]

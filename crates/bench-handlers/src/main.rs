@@ -48,9 +48,10 @@ struct Args {
     /// Runs of each host program (iptables-restore, iptables-save) per size
     #[arg(long, default_value_t = 50)]
     host_runs: usize,
-    /// The daemon's --iptables-backend (auto, nft, legacy); the host programs timed beside
-    /// it are the same flavour's
-    #[arg(long, default_value = "auto", value_parser = ["auto", "nft", "legacy"])]
+    /// The daemon's --iptables-backend (auto, nft, nft-restore, legacy); the host programs
+    /// timed beside it are the same flavour's (auto and nft drive nf_tables over netlink from
+    /// the daemon; the programs are timed for comparison)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nft", "nft-restore", "legacy"])]
     iptables_backend: String,
     /// Use the dockerd-net release binary built before instead of building it
     #[arg(long)]
@@ -422,7 +423,7 @@ fn measure_size(bin: &Path, dir: &Path, n: usize, args: &Args) -> Result<SizeRep
 /// The `iptables-restore` and `iptables-save` of a `--iptables-backend` value.
 fn programs(backend: &str) -> (&'static str, &'static str) {
     match backend {
-        "nft" => ("iptables-nft-restore", "iptables-nft-save"),
+        "nft" | "nft-restore" => ("iptables-nft-restore", "iptables-nft-save"),
         "legacy" => ("iptables-legacy-restore", "iptables-legacy-save"),
         _ => ("iptables-restore", "iptables-save"),
     }

@@ -272,6 +272,9 @@ mod ioctl_inside {
         fn set_hairpin(&mut self, link: &str, on: bool) -> Result<(), OpsError> {
             self.ops.set_hairpin(link, on)
         }
+        fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
+            self.ops.set_ipv6_autoconf_off(link)
+        }
         fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
             self.ops.add_route(route)
         }

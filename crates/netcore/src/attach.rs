@@ -90,14 +90,17 @@ impl AttachRequest {
 }
 
 /// One step of attaching. `Host*` steps act in the host namespace, `Ctr*` inside the
-/// container's.
+/// container's. `HostNoIpv6Autoconf` and `CtrNoIpv6Autoconf` turn IPv6 autoconfiguration off
+/// on an end of the veth while it is down (see [`AttachOps::set_ipv6_autoconf_off`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachStep {
     CreateVeth(VethSpec),
+    HostNoIpv6Autoconf { link: String },
     SetMaster { link: String, master: String },
     SetHairpin { link: String },
     HostUp { link: String },
     CtrUp { link: String },
+    CtrNoIpv6Autoconf { link: String },
     CtrAddAddr { link: String, addr: Ipv4Net },
     CtrDefaultRoute { gateway: Ipv4Addr },
 }
@@ -114,10 +117,19 @@ impl fmt::Display for AttachStep {
                 s.peer_mac,
                 s.mtu
             ),
+            AttachStep::HostNoIpv6Autoconf { link } => {
+                write!(f, "turn IPv6 autoconfiguration off on {link}")
+            }
             AttachStep::SetMaster { link, master } => write!(f, "attach {link} to {master}"),
             AttachStep::SetHairpin { link } => write!(f, "set hairpin mode on {link}"),
             AttachStep::HostUp { link } => write!(f, "bring {link} up"),
             AttachStep::CtrUp { link } => write!(f, "bring {link} up in the container"),
+            AttachStep::CtrNoIpv6Autoconf { link } => {
+                write!(
+                    f,
+                    "turn IPv6 autoconfiguration off on {link} in the container"
+                )
+            }
             AttachStep::CtrAddAddr { link, addr } => {
                 write!(f, "add address {addr} to {link} in the container")
             }
@@ -130,6 +142,14 @@ impl fmt::Display for AttachStep {
 
 /// The steps of attaching, in order: the container end is configured only once the host
 /// end is on the bridge and up, so the first packet the container sends can go out.
+///
+/// Both ends of the veth get IPv6 autoconfiguration turned off while they are still down
+/// (the host end right after it is created, the container end before it comes up): the
+/// network is IPv4-only, as modern Docker does for the container interface of an IPv4-only
+/// network, and an end brought up with autoconfiguration on would make the kernel flood
+/// DAD, router solicitations and MLD reports to every port of the bridge (see
+/// [`AttachOps::set_ipv6_autoconf_off`]). The container's loopback keeps its IPv6 (`::1`),
+/// as Docker's containers have it.
 pub fn plan(req: &AttachRequest) -> Vec<AttachStep> {
     let mut steps = vec![
         AttachStep::CreateVeth(VethSpec {
@@ -139,6 +159,9 @@ pub fn plan(req: &AttachRequest) -> Vec<AttachStep> {
             peer_mac: req.mac,
             mtu: req.mtu,
         }),
+        AttachStep::HostNoIpv6Autoconf {
+            link: req.host_veth.clone(),
+        },
         AttachStep::SetMaster {
             link: req.host_veth.clone(),
             master: req.bridge.clone(),
@@ -154,6 +177,9 @@ pub fn plan(req: &AttachRequest) -> Vec<AttachStep> {
             link: req.host_veth.clone(),
         },
         AttachStep::CtrUp { link: "lo".into() },
+        AttachStep::CtrNoIpv6Autoconf {
+            link: req.ifname.clone(),
+        },
         AttachStep::CtrAddAddr {
             link: req.ifname.clone(),
             addr: Ipv4Net::new(req.ip, req.prefix_len).unwrap_or_else(|_| {
@@ -197,10 +223,12 @@ pub fn apply(
         tracing::debug!(%step, "attach step");
         let res = match step {
             AttachStep::CreateVeth(spec) => host.create_veth(spec),
+            AttachStep::HostNoIpv6Autoconf { link } => host.set_ipv6_autoconf_off(link),
             AttachStep::SetMaster { link, master } => host.set_master(link, master),
             AttachStep::SetHairpin { link } => host.set_hairpin(link, true),
             AttachStep::HostUp { link } => host.set_up(link),
             AttachStep::CtrUp { link } => ctr.set_up(link),
+            AttachStep::CtrNoIpv6Autoconf { link } => ctr.set_ipv6_autoconf_off(link),
             AttachStep::CtrAddAddr { link, addr } => ctr.add_addr(link, *addr),
             AttachStep::CtrDefaultRoute { gateway } => ctr.add_route(&RouteV4 {
                 dst: None,

@@ -173,8 +173,9 @@ fn request(hairpin: bool) -> AttachRequest {
     }
 }
 
-/// The plan written out by hand: create, master, [hairpin], host up, lo up, addr, container
-/// up, default route.
+/// The plan written out by hand: create, IPv6 autoconfiguration off on the host end, master,
+/// [hairpin], host up, lo up, IPv6 autoconfiguration off on the container end, addr,
+/// container up, default route.
 fn expected_plan(hairpin: bool) -> Vec<AttachStep> {
     let mut steps = vec![
         AttachStep::CreateVeth(VethSpec {
@@ -184,6 +185,9 @@ fn expected_plan(hairpin: bool) -> Vec<AttachStep> {
             peer_mac: MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]),
             mtu: 1450,
         }),
+        AttachStep::HostNoIpv6Autoconf {
+            link: "veth1a2b3c4".to_owned(),
+        },
         AttachStep::SetMaster {
             link: "veth1a2b3c4".to_owned(),
             master: "docker0".to_owned(),
@@ -200,6 +204,9 @@ fn expected_plan(hairpin: bool) -> Vec<AttachStep> {
         },
         AttachStep::CtrUp {
             link: "lo".to_owned(),
+        },
+        AttachStep::CtrNoIpv6Autoconf {
+            link: "eth0".to_owned(),
         },
         AttachStep::CtrAddAddr {
             link: "eth0".to_owned(),
@@ -225,6 +232,57 @@ fn the_plan_with_hairpin_sets_it_right_after_the_master() {
     let plan = attach::plan(&request(true));
     assert_eq!(plan, expected_plan(true));
     assert_eq!(plan.len(), attach::plan(&request(false)).len() + 1);
+}
+
+#[test]
+fn both_veth_ends_lose_ipv6_autoconfiguration_while_down_and_lo_keeps_it() {
+    for hairpin in [false, true] {
+        let req = AttachRequest {
+            ifname: "net1".to_owned(),
+            ..request(hairpin)
+        };
+        let plan = attach::plan(&req);
+        let at = |step: AttachStep| {
+            plan.iter()
+                .position(|s| *s == step)
+                .unwrap_or_else(|| panic!("no step {step:?} in {plan:?}"))
+        };
+        let veth = || req.host_veth.clone();
+        let create = plan
+            .iter()
+            .position(|s| matches!(s, AttachStep::CreateVeth(_)))
+            .expect("a create step");
+        let host_off = at(AttachStep::HostNoIpv6Autoconf { link: veth() });
+        assert_eq!(host_off, create + 1, "right after the veth exists");
+        assert!(
+            host_off
+                < at(AttachStep::SetMaster {
+                    link: veth(),
+                    master: "docker0".to_owned(),
+                })
+        );
+        assert!(host_off < at(AttachStep::HostUp { link: veth() }));
+        let ctr_off = at(AttachStep::CtrNoIpv6Autoconf {
+            link: "net1".to_owned(),
+        });
+        assert!(
+            ctr_off
+                < at(AttachStep::CtrUp {
+                    link: "net1".to_owned(),
+                })
+        );
+        // Exactly these two, never loopback (its ::1 stays, as in Docker's containers).
+        let offs: Vec<&AttachStep> = plan
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    AttachStep::HostNoIpv6Autoconf { .. } | AttachStep::CtrNoIpv6Autoconf { .. }
+                )
+            })
+            .collect();
+        assert_eq!(offs, [&plan[host_off], &plan[ctr_off]], "hairpin={hairpin}");
+    }
 }
 
 #[test]
@@ -290,10 +348,12 @@ fn each_step_names_what_it_acts_on() {
         [
             "create veth veth1a2b3c4 with peer eth0 in /proc/4242/ns/net \
              (MAC 02:42:ac:11:00:02, MTU 1450)",
+            "turn IPv6 autoconfiguration off on veth1a2b3c4",
             "attach veth1a2b3c4 to docker0",
             "set hairpin mode on veth1a2b3c4",
             "bring veth1a2b3c4 up",
             "bring lo up in the container",
+            "turn IPv6 autoconfiguration off on eth0 in the container",
             "add address 172.17.0.2/16 to eth0 in the container",
             "bring eth0 up in the container",
             "add default route via 172.17.0.1 in the container",

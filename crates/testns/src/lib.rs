@@ -212,6 +212,45 @@ pub fn ip_addrs4(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// IPv6 addresses of a link as `addr/prefix` strings, in kernel order; tentative ones (still
+/// in duplicate address detection) included.
+pub fn ip_addrs6(name: &str) -> Vec<String> {
+    let out = run(&["ip", "-j", "-6", "addr", "show", "dev", name]);
+    json_array(&out)
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["local"].as_str().unwrap_or_default(),
+                a["prefixlen"]
+            )
+        })
+        .collect()
+}
+
+/// How a link makes its IPv6 addresses, as `ip -d link` prints it (`"eui64"`, the kernel's
+/// default, or `"none"`, ...); `None` for a link without IPv6 state (e.g. an MTU below
+/// 1280) or no such link.
+pub fn ip_addr_gen_mode(name: &str) -> Option<String> {
+    ip_link(name)?["inet6_addr_gen_mode"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Polls `ready` every 20 ms until it holds, for at most `timeout`; panics naming `what`
+/// if it never does.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// IPv4 main-table routes as `ip -j -4 route show table main` values.
 pub fn ip_routes4() -> Vec<serde_json::Value> {
     json_array(&run(&["ip", "-j", "-4", "route", "show", "table", "main"]))

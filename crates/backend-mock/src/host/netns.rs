@@ -443,6 +443,17 @@ impl State {
         })
     }
 
+    /// `ip link set LINK addrgenmode none`: recorded on the link (the snapshot's
+    /// `ipv6_autoconf_off`), until the link goes. The kernel takes it on a link that is up as
+    /// well (where it only keeps a future link-local address away), so the fake does too.
+    pub(super) fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
+        self.call(Call::SetIpv6AutoconfOff(link.to_owned()), |st| {
+            st.find(link)?;
+            st.ipv6_autoconf_off.insert(link.to_owned());
+            Ok(())
+        })
+    }
+
     /// `ip route add` (`NLM_F_CREATE | NLM_F_EXCL`) into the main table.
     pub(super) fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
         self.call(Call::AddRoute(*route), |st| {

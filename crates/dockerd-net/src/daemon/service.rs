@@ -2072,6 +2072,10 @@ mod tests {
             vec!["172.17.0.1/16".parse::<Ipv4Net>().expect("net")]
         );
         assert!(env.ctr.link("lo").expect("lo").up);
+        // IPv4-only: neither end of the veth autoconfigures IPv6; lo keeps its ::1.
+        assert!(env.host.ipv6_autoconf_off(&veth));
+        assert!(env.ctr.ipv6_autoconf_off("eth0"));
+        assert!(!env.ctr.ipv6_autoconf_off("lo"));
         assert!(
             env.ctr
                 .routes()
@@ -2213,8 +2217,8 @@ mod tests {
         assert_eq!(on_host, host_steps, "{:?}", env.host.mutations());
         assert_eq!(
             in_ctr,
-            4,
-            "lo up, address, eth0 up, route: {:?}",
+            5,
+            "lo up, IPv6 autoconfiguration off, address, eth0 up, route: {:?}",
             env.ctr.mutations()
         );
         drop(svc);
@@ -2261,8 +2265,8 @@ mod tests {
 
     #[test]
     fn a_failure_at_any_step_of_attach_leaves_neither_veth_nor_allocation() {
-        // create_veth, set_master, set_up.
-        failures_leave_nothing(Config::default(), 3);
+        // create_veth, set_ipv6_autoconf_off, set_master, set_up.
+        failures_leave_nothing(Config::default(), 4);
     }
 
     #[test]
@@ -2276,8 +2280,8 @@ mod tests {
         let (a, _) = attach_c(&mut svc, "c1").expect("attaches");
         assert!(env.host.hairpin(&a.host_veth));
         drop(svc);
-        // create_veth, set_master, set_hairpin, set_up.
-        failures_leave_nothing(config, 4);
+        // create_veth, set_ipv6_autoconf_off, set_master, set_hairpin, set_up.
+        failures_leave_nothing(config, 5);
     }
 
     #[test]
