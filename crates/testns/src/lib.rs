@@ -198,24 +198,17 @@ pub fn ip_link(name: &str) -> Option<serde_json::Value> {
 
 /// IPv4 addresses of a link as `addr/prefix` strings, in kernel order.
 pub fn ip_addrs4(name: &str) -> Vec<String> {
-    let out = run(&["ip", "-j", "-4", "addr", "show", "dev", name]);
-    json_array(&out)
-        .iter()
-        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-        .map(|a| {
-            format!(
-                "{}/{}",
-                a["local"].as_str().unwrap_or_default(),
-                a["prefixlen"]
-            )
-        })
-        .collect()
+    ip_addrs("-4", name)
 }
 
 /// IPv6 addresses of a link as `addr/prefix` strings, in kernel order; tentative ones (still
 /// in duplicate address detection) included.
 pub fn ip_addrs6(name: &str) -> Vec<String> {
-    let out = run(&["ip", "-j", "-6", "addr", "show", "dev", name]);
+    ip_addrs("-6", name)
+}
+
+fn ip_addrs(family: &str, name: &str) -> Vec<String> {
+    let out = run(&["ip", "-j", family, "addr", "show", "dev", name]);
     json_array(&out)
         .iter()
         .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
