@@ -224,11 +224,6 @@ impl Nftables {
         self
     }
 
-    /// The tools used for saves and for what is not encoded natively.
-    pub fn iptables(&self) -> &Iptables {
-        &self.ipt
-    }
-
     /// How many dumps (of a table's chains or of a chain's rules) this backend has made:
     /// while it alone changes the ruleset, requests after the first read nothing.
     pub fn reads(&self) -> u64 {
@@ -251,12 +246,12 @@ impl Nftables {
         self.reads += 1;
         match self.nl.dump(nl::NFT_MSG_GETCHAIN, &a) {
             Ok(replies) => {
-                for r in replies {
+                for r in &replies {
                     // Chain dumps are not filtered by table: every table of the family comes.
-                    if nl::attr(&r.attrs, NFTA_CHAIN_TABLE).map(nl::str_of) != Some(table.name()) {
+                    if nl::attr(r, NFTA_CHAIN_TABLE).map(nl::str_of) != Some(table.name()) {
                         continue;
                     }
-                    if let Some(name) = nl::attr(&r.attrs, NFTA_CHAIN_NAME) {
+                    if let Some(name) = nl::attr(r, NFTA_CHAIN_NAME) {
                         state.chains.insert(nl::str_of(name).to_owned(), None);
                     }
                 }
@@ -278,7 +273,7 @@ impl Nftables {
         let replies = self.nl.dump(nl::NFT_MSG_GETTABLE, &Attrs::new())?;
         Ok(replies
             .iter()
-            .any(|r| nl::attr(&r.attrs, NFTA_TABLE_NAME).map(nl::str_of) == Some(table.name())))
+            .any(|r| nl::attr(r, NFTA_TABLE_NAME).map(nl::str_of) == Some(table.name())))
     }
 
     fn load_rules(
@@ -302,15 +297,15 @@ impl Nftables {
         self.reads += 1;
         let replies = self.nl.dump(nl::NFT_MSG_GETRULE, &a)?;
         let mut rules = Vec::with_capacity(replies.len());
-        for r in replies {
+        for r in &replies {
             // The filter is honoured by current kernels; older ones dump every chain.
-            if nl::attr(&r.attrs, NFTA_RULE_CHAIN).map(nl::str_of) != Some(chain) {
+            if nl::attr(r, NFTA_RULE_CHAIN).map(nl::str_of) != Some(chain) {
                 continue;
             }
-            let handle = nl::attr(&r.attrs, NFTA_RULE_HANDLE)
+            let handle = nl::attr(r, NFTA_RULE_HANDLE)
                 .and_then(nl::be64_of)
                 .ok_or(NlError::Malformed("rule without handle"))?;
-            let exprs = nl::attr(&r.attrs, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+            let exprs = nl::attr(r, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
             rules.push((Slot::Old(handle), without_counters(exprs)));
         }
         if let Some(t) = known.tables.get_mut(&table) {

@@ -192,14 +192,6 @@ pub struct Committed {
     failure: Option<(i32, String)>,
 }
 
-/// A received message: type, the nfgenmsg `res_id`, and the attributes after `nfgenmsg`.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub ty: u16,
-    pub res_id: u16,
-    pub attrs: Vec<u8>,
-}
-
 /// A netlink socket on `NETLINK_NETFILTER`, opened in the calling thread's network namespace
 /// and kept open: closing one after a commit that queued work for after an RCU grace period
 /// (a chain policy change, any rule deletion) waits for that grace period in `close()`
@@ -409,12 +401,12 @@ impl Nfnl {
         let replies = self.read_replies(seq, false)?;
         replies
             .iter()
-            .find_map(|r| attr(&r.attrs, NFTA_GEN_ID).and_then(be32_of))
+            .find_map(|r| attr(r, NFTA_GEN_ID).and_then(be32_of))
             .ok_or(NlError::Malformed("no generation id"))
     }
 
     /// A dump request (`GETRULE`, `GETCHAIN`...) filtered by `attrs`; the replies.
-    pub fn dump(&mut self, msg: u16, attrs: &Attrs) -> Result<Vec<Reply>, NlError> {
+    pub fn dump(&mut self, msg: u16, attrs: &Attrs) -> Result<Vec<Vec<u8>>, NlError> {
         let seq = self.next_seq();
         let mut out = Vec::with_capacity(64);
         Self::message(
@@ -431,7 +423,7 @@ impl Nfnl {
     }
 
     /// Reads the answers to `seq` until `NLMSG_DONE` (a dump) or the first answer.
-    fn read_replies(&mut self, seq: u32, dump: bool) -> Result<Vec<Reply>, NlError> {
+    fn read_replies(&mut self, seq: u32, dump: bool) -> Result<Vec<Vec<u8>>, NlError> {
         let mut replies = Vec::new();
         loop {
             let n = self.recv()?;
@@ -449,11 +441,7 @@ impl Nfnl {
                         });
                     }
                     _ => {
-                        replies.push(Reply {
-                            ty: m.ty & 0xff,
-                            res_id: m.res_id,
-                            attrs: m.attrs.to_vec(),
-                        });
+                        replies.push(m.attrs.to_vec());
                         if !dump {
                             return Ok(replies);
                         }
@@ -471,7 +459,6 @@ struct Msg<'a> {
     seq: u32,
     /// For `NLMSG_ERROR`: the error code (0 for an ack).
     error: Option<i32>,
-    res_id: u16,
     /// The attributes after `nfgenmsg` (empty for acks and `NLMSG_DONE`).
     attrs: &'a [u8],
 }
@@ -498,11 +485,6 @@ fn split(buf: &[u8]) -> Result<Vec<Msg<'_>>, NlError> {
             ty,
             seq: u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
             error,
-            res_id: if has_body {
-                u16::from_be_bytes([b[18], b[19]])
-            } else {
-                0
-            },
             attrs: if has_body {
                 &b[NLMSG_HDRLEN + NFGENMSG_LEN..len]
             } else {
@@ -551,7 +533,7 @@ mod tests {
         buf[start + 16..start + 20].copy_from_slice(&(-17i32).to_ne_bytes());
         let m = split(&buf).expect("splits");
         assert_eq!(m.len(), 2);
-        assert_eq!((m[0].seq, m[0].error, m[0].res_id), (7, None, 3));
+        assert_eq!((m[0].seq, m[0].error), (7, None));
         assert_eq!(
             attr(m[0].attrs, NFTA_RULE_HANDLE).and_then(be64_of),
             Some(42)

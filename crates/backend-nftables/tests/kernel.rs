@@ -129,10 +129,10 @@ fn dumped(table: &str, chain: &str) -> Vec<(u64, Key)> {
     s.dump(nl::NFT_MSG_GETRULE, &a)
         .unwrap()
         .iter()
-        .filter(|r| nl::attr(&r.attrs, 2).map(nl::str_of) == Some(chain))
+        .filter(|r| nl::attr(r, 2).map(nl::str_of) == Some(chain))
         .map(|r| {
-            let h = nl::attr(&r.attrs, 3).and_then(nl::be64_of).unwrap();
-            (h, without_counters(nl::attr(&r.attrs, 4).unwrap_or(&[])))
+            let h = nl::attr(r, 3).and_then(nl::be64_of).unwrap();
+            (h, without_counters(nl::attr(r, 4).unwrap_or(&[])))
         })
         .collect()
 }

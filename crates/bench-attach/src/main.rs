@@ -33,7 +33,7 @@ mod ours;
 mod peers;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -41,6 +41,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::ns::{Graveyard, Netns};
+use bench_init::build;
 use bench_init::stats::{Summary, ratio};
 
 /// The aim: at least this many times faster per container than each peer.
@@ -129,54 +130,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The workspace root (this crate lives in `crates/bench-attach`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// `cargo build --release -p dockerd-net`; returns the binary cargo reports.
-fn build(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "dockerd-net",
-        "--bin",
-        "dockerd-net",
-        "--message-format=json-render-diagnostics",
-    ]);
-    eprintln!("+ {cmd:?}");
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    ensure!(out.status.success(), "building dockerd-net failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dockerd-net")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo build reported no dockerd-net executable")
-}
-
-/// The binary a previous build made.
-fn existing(root: &Path) -> Result<PathBuf> {
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/dockerd-net");
-    ensure!(
-        bin.is_file(),
-        "{} not found: run without --no-build first",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 /// Raises this process's open-file limit to its hard limit (inherited by the daemon, which
@@ -354,12 +307,8 @@ fn run(args: Args) -> Result<()> {
     if !testns::is_root() {
         bail!("needs root: every round creates network namespaces");
     }
-    let root = workspace_root();
-    let bin = if args.no_build {
-        existing(&root)?
-    } else {
-        build(&root)?
-    };
+    let root = build::workspace_root();
+    let bin = build::binary(&root, build::Backend::Netlink, args.no_build)?;
     let nofile = raise_nofile_limit()?;
     let mut counts: Vec<usize> = args
         .counts

@@ -25,6 +25,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use bench_init::build;
 use clap::Parser;
 use dockerd_net::api;
 use dockerd_net::client::Client;
@@ -115,40 +116,6 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // Building and running the daemon
-
-/// The workspace root (this crate lives in `crates/bench-handlers`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-/// `cargo build --release -p dockerd-net` (the default, netlink build), unless `no_build`.
-fn binary(root: &Path, no_build: bool) -> Result<PathBuf> {
-    if !no_build {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(root).args([
-            "build",
-            "--release",
-            "-p",
-            "dockerd-net",
-            "--bin",
-            "dockerd-net",
-        ]);
-        eprintln!("+ {cmd:?}");
-        let status = cmd.status().context("running cargo build")?;
-        ensure!(status.success(), "building dockerd-net failed");
-    }
-    let bin = target_dir(root).join("release/dockerd-net");
-    ensure!(bin.is_file(), "{} not found", bin.display());
-    Ok(bin)
-}
 
 /// A daemon started in the calling thread's network namespace; killed when dropped.
 struct Daemon {
@@ -560,9 +527,9 @@ fn run(args: Args) -> Result<()> {
         bail!("needs root: each size runs in a network namespace of its own");
     }
     ensure!(!args.containers.is_empty(), "--containers is empty");
-    let root = workspace_root();
-    let bin = binary(&root, args.no_build)?;
-    let scratch = target_dir(&root).join("bench/handlers-scratch");
+    let root = build::workspace_root();
+    let bin = build::binary(&root, build::Backend::Netlink, args.no_build)?;
+    let scratch = build::cargo_target_dir(&root).join("bench/handlers-scratch");
     let load_before = loadavg();
     let mut sizes = Vec::new();
     for &n in &args.containers {
@@ -603,7 +570,7 @@ fn run(args: Args) -> Result<()> {
     print_table(&report);
     let json_path = args
         .json
-        .unwrap_or_else(|| target_dir(&root).join("bench/handlers.json"));
+        .unwrap_or_else(|| build::cargo_target_dir(&root).join("bench/handlers.json"));
     if let Some(dir) = json_path.parent() {
         std::fs::create_dir_all(dir)?;
     }

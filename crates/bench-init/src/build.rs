@@ -1,18 +1,40 @@
-//! Release builds of `dockerd-net`, one per link backend.
+//! Release builds of `dockerd-net` for the `cargo xtask bench` binaries: one per link
+//! backend, each checked (`--version`) to have that backend inside.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::measure::Backend;
+/// The link backends `dockerd-net` can be built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Netlink,
+    Ioctl,
+}
 
-/// The workspace root (this crate lives in `crates/bench-init`).
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Netlink, Backend::Ioctl];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Netlink => "netlink",
+            Backend::Ioctl => "ioctl",
+        }
+    }
+}
+
+/// The workspace root (the bench crates live in `crates/`).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
         .nth(2)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `<root>/target`.
+pub fn cargo_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// Where a backend's binary is built. netlink is the default build, in the workspace's own
@@ -59,12 +81,19 @@ pub fn build(root: &Path, backend: Backend) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// [`existing`] when `no_build`, else [`build`].
+pub fn binary(root: &Path, backend: Backend, no_build: bool) -> Result<PathBuf> {
+    if no_build {
+        existing(root, backend)
+    } else {
+        build(root, backend)
+    }
+}
+
 /// The binary a previous [`build`] made, without building.
 pub fn existing(root: &Path, backend: Backend) -> Result<PathBuf> {
     let bin = target_dir(root, backend)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from)
-        })
+        .unwrap_or_else(|| cargo_target_dir(root))
         .join("release/dockerd-net");
     ensure!(
         bin.is_file(),

@@ -1,3 +1,5 @@
-//! Shared by the `cargo xtask bench` binaries: order statistics of timings.
+//! Shared by the `cargo xtask bench` binaries: release builds of `dockerd-net`, and order
+//! statistics of timings.
 
+pub mod build;
 pub mod stats;

@@ -29,7 +29,6 @@
 //! The figures go to stdout as a table and to `target/bench/init.json`. This is a
 //! measurement program, not a test: it needs root (namespaces), and it prints what it saw.
 
-mod build;
 mod docker;
 mod measure;
 
@@ -43,6 +42,7 @@ use netcore::config::Config;
 use serde::Serialize;
 
 use crate::measure::{Backend, Inputs, Scenario};
+use bench_init::build;
 use bench_init::stats::{Series, Summary};
 
 /// The target for the whole init, in process.
@@ -226,11 +226,7 @@ fn run(args: Args) -> Result<()> {
     let root = build::workspace_root();
     let mut per: Vec<PerBackend> = Vec::new();
     for backend in Backend::ALL {
-        let binary = if args.no_build {
-            build::existing(&root, backend)?
-        } else {
-            build::build(&root, backend)?
-        };
+        let binary = build::binary(&root, backend, args.no_build)?;
         per.push(PerBackend {
             backend,
             binary,

@@ -22,30 +22,15 @@ use netcore::ops::{IP_FORWARD, LinkOps, OpsError, SysctlOps};
 /// A run's timings, by name, in the order they happened.
 pub type Sample = Vec<(String, Duration)>;
 
-/// The link backends, both compiled into this benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Netlink,
-    Ioctl,
-}
+pub use bench_init::build::Backend;
 
-impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Netlink, Backend::Ioctl];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Netlink => "netlink",
-            Backend::Ioctl => "ioctl",
-        }
-    }
-
-    /// Opens the backend in the calling thread's namespace.
-    fn open(self) -> Result<Box<dyn LinkOps>, OpsError> {
-        Ok(match self {
-            Backend::Netlink => Box::new(backend_netlink::NetlinkLinks::new()?),
-            Backend::Ioctl => Box::new(backend_ioctl::IoctlLinks::new()?),
-        })
-    }
+/// Opens the link backend (both are compiled into this benchmark) in the calling thread's
+/// namespace.
+fn open_link(backend: Backend) -> Result<Box<dyn LinkOps>, OpsError> {
+    Ok(match backend {
+        Backend::Netlink => Box::new(backend_netlink::NetlinkLinks::new()?),
+        Backend::Ioctl => Box::new(backend_ioctl::IoctlLinks::new()?),
+    })
 }
 
 /// What every run starts from: the daemon's default configuration (docker0, iptables on,
@@ -189,7 +174,7 @@ pub fn in_process(
     in_fresh_netns(move || {
         scenario.prepare()?;
         let t = Instant::now();
-        let mut link = backend.open()?;
+        let mut link = open_link(backend)?;
         let open_link = t.elapsed();
         // As the binary opens it (`auto`: the flavour from the `iptables` link, then an
         // nf_tables socket on nft hosts).
@@ -242,7 +227,7 @@ pub fn breakdown(backend: Backend, inputs: &Inputs, run: usize) -> Result<(Sampl
         firewall,
     } = inputs.clone();
     in_fresh_netns(move || {
-        let mut link = backend.open()?;
+        let mut link = open_link(backend)?;
         let mut fw = open_firewall(&firewall, true)?;
         let mut sys = ProcSys::new();
         let mut s = Sample::new();
