@@ -23,7 +23,7 @@ use netcore::ops::{LinkInfo, RouteV4};
 pub fn kernel_links() -> Vec<LinkInfo> {
     let mut addrs: HashMap<String, Vec<Ipv4Net>> = HashMap::new();
     let out = testns::run(&["ip", "-j", "-4", "addr", "show"]);
-    for link in json_array(&out) {
+    for link in testns::json_array(&out) {
         let name = str_field(&link, "ifname").to_owned();
         let list = addrs.entry(name).or_default();
         for a in link["addr_info"].as_array().cloned().unwrap_or_default() {
@@ -137,17 +137,6 @@ pub fn has_flag(link: &serde_json::Value, flag: &str) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == flag))
 }
 
-fn json_array(text: &str) -> Vec<serde_json::Value> {
-    if text.trim().is_empty() {
-        return Vec::new();
-    }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Array(v)) => v,
-        Ok(other) => panic!("expected a JSON array from ip, got {other}"),
-        Err(e) => panic!("bad JSON from ip: {e}: {text}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // End-to-end support: the `dockerd-net` binary, run in a test's namespace, and snapshots of
 // that namespace to compare before and after.
@@ -248,41 +237,7 @@ fn path_str(p: &Path) -> &str {
         .unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
 }
 
-/// A directory under the system temp dir, removed (with its contents) when dropped.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "e2e-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        Self { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes `name` in the directory and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path.join(name);
-        std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+pub use testns::TempDir;
 
 /// The resolv.conf every instance starts with: one nameserver (TEST-NET-1, RFC 5737) that
 /// collides with none of Docker's candidate subnets.

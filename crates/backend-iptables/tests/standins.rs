@@ -6,53 +6,32 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backend_iptables::{Flavor, Iptables};
 use netcore::firewall::{Batch, Policy, Table};
 use netcore::ops::{FirewallOps, OpsErrorKind};
+use testns::TempDir;
 
 /// Writing a script while another thread of this process forks can leave the script open for
 /// writing in the child for a moment, and exec then fails with ETXTBSY. The tests that write
 /// and run scripts take this lock, so none of them forks while another writes.
 static SCRIPTS: Mutex<()> = Mutex::new(());
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "backend-iptables-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// An executable shell script called `name`.
-    fn script(&self, name: &str, body: &str) {
-        let path = self.0.join(name);
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn read(&self, name: &str) -> String {
-        fs::read_to_string(self.0.join(name)).unwrap()
-    }
+/// A directory for stand-in programs.
+fn temp_dir() -> TempDir {
+    TempDir::new("backend-iptables-test")
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// An executable shell script called `name` in `dir`.
+fn script(dir: &TempDir, name: &str, body: &str) {
+    let path = dir.path().join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn read(dir: &TempDir, name: &str) -> String {
+    fs::read_to_string(dir.path().join(name)).unwrap()
 }
 
 fn batch(table: Table, lines: &[&str]) -> Batch {
@@ -65,9 +44,10 @@ fn batch(table: Table, lines: &[&str]) -> Batch {
 #[test]
 fn apply_runs_one_restore_with_noflush_wait_and_the_batch_on_stdin() {
     let _guard = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let log = dir.path().join("log");
-    dir.script(
+    script(
+        &dir,
         "iptables-legacy-restore",
         &format!(
             "echo \"$@\" >> '{0}.args'\ncat >> '{0}.stdin'",
@@ -83,9 +63,9 @@ fn apply_runs_one_restore_with_noflush_wait_and_the_batch_on_stdin() {
         ],
     ))
     .unwrap();
-    assert_eq!(dir.read("log.args"), "--noflush --wait\n");
+    assert_eq!(read(&dir, "log.args"), "--noflush --wait\n");
     assert_eq!(
-        dir.read("log.stdin"),
+        read(&dir, "log.stdin"),
         "*nat\n:DOCKER - [0:0]\n-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\nCOMMIT\n"
     );
 }
@@ -93,16 +73,18 @@ fn apply_runs_one_restore_with_noflush_wait_and_the_batch_on_stdin() {
 #[test]
 fn save_and_set_policy_command_lines() {
     let _guard = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let log = dir.path().join("log");
-    dir.script(
+    script(
+        &dir,
         "iptables-nft-save",
         &format!(
             "echo \"$@\" >> '{}'\necho '*nat'\necho 'COMMIT'",
             log.display()
         ),
     );
-    dir.script(
+    script(
+        &dir,
         "iptables-nft",
         &format!("echo \"$@\" >> '{}'", log.display()),
     );
@@ -110,14 +92,14 @@ fn save_and_set_policy_command_lines() {
     assert_eq!(ipt.save(Table::Nat).unwrap(), "*nat\nCOMMIT\n");
     ipt.set_policy(Table::Filter, "FORWARD", Policy::Drop)
         .unwrap();
-    assert_eq!(dir.read("log"), "-t nat\n-w -t filter -P FORWARD DROP\n");
+    assert_eq!(read(&dir, "log"), "-t nat\n-w -t filter -P FORWARD DROP\n");
 }
 
 #[test]
 fn empty_save_output_is_an_empty_listing() {
     let _guard = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new();
-    dir.script("iptables-legacy-save", "exit 0");
+    let dir = temp_dir();
+    script(&dir, "iptables-legacy-save", "exit 0");
     let mut ipt = Iptables::new(Flavor::Legacy).with_search_dirs([dir.path()]);
     assert_eq!(
         ipt.save(Table::Filter).unwrap(),
@@ -133,13 +115,15 @@ fn empty_save_output_is_an_empty_listing() {
 #[test]
 fn failures_carry_the_table_and_iptables_stderr() {
     let _guard = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new();
-    dir.script(
+    let dir = temp_dir();
+    script(
+        &dir,
         "iptables-legacy-restore",
         "cat > /dev/null\necho \"iptables-restore: Bad argument \\`--bogus'\" >&2\n\
          echo 'Error occurred at line: 3' >&2\nexit 2",
     );
-    dir.script(
+    script(
+        &dir,
         "iptables-legacy-save",
         "echo 'iptables-save v1.8.9 (legacy): cannot initialize iptables table `nat`: Permission denied (you must be root)' >&2\nexit 1",
     );
@@ -166,10 +150,11 @@ fn failures_carry_the_table_and_iptables_stderr() {
 #[test]
 fn restore_that_stops_reading_early_still_reports_its_error() {
     let _guard = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new();
+    let dir = temp_dir();
     // Exits without reading stdin, as iptables-restore does at a bad first line; a large
     // batch then meets a closed pipe, which must not hide the real error.
-    dir.script(
+    script(
+        &dir,
         "iptables-legacy-restore",
         "echo 'Error occurred at line: 2' >&2\nexit 1",
     );
@@ -198,8 +183,9 @@ fn detect_reads_the_flavour_from_iptables_version() {
         ("iptables v1.8.9 (nf_tables)", Flavor::Nft),
         ("iptables v1.8.9 (legacy)", Flavor::Legacy),
     ] {
-        let dir = TempDir::new();
-        dir.script(
+        let dir = temp_dir();
+        script(
+            &dir,
             "iptables",
             &format!("[ \"$1\" = --version ] && echo '{printed}'"),
         );
@@ -211,8 +197,8 @@ fn detect_reads_the_flavour_from_iptables_version() {
         assert_eq!(ipt.tools().iptables, "iptables");
     }
 
-    let dir = TempDir::new();
-    dir.script("iptables", "echo 'something else'");
+    let dir = temp_dir();
+    script(&dir, "iptables", "echo 'something else'");
     let err = Iptables::detect_in(vec![dir.path().to_owned()]).unwrap_err();
     assert_eq!(err.kind, OpsErrorKind::Unavailable);
     assert!(err.to_string().contains("something else"), "{err}");
@@ -220,7 +206,7 @@ fn detect_reads_the_flavour_from_iptables_version() {
 
 #[test]
 fn missing_programs_are_unavailable() {
-    let empty = TempDir::new();
+    let empty = temp_dir();
     // A file with the right name but no execute bit does not count either.
     fs::write(empty.path().join("iptables-legacy-save"), "#!/bin/sh\n").unwrap();
 

@@ -23,6 +23,7 @@ use dockerd_net::daemon::service::{Command, Reply, Service, ServiceError, Setup}
 use dockerd_net::daemon::store;
 use netcore::config::Config;
 use serde_json::Value;
+use testns::TempDir;
 use testns::{ip_link, run, try_run};
 
 /// A process in a network namespace of its own, killed on drop.
@@ -89,23 +90,9 @@ impl Drop for Container {
     }
 }
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "dockerd-net-attach-kernel-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory, removed when dropped.
+fn tmp(tag: &str) -> TempDir {
+    TempDir::new(&format!("dockerd-net-attach-kernel-{tag}"))
 }
 
 fn setup(dir: &Path, userland_proxy: bool) -> Setup {
@@ -204,8 +191,8 @@ fn attach_plugs_a_real_namespace_in_and_detach_leaves_no_veth() {
         return;
     }
     testns::in_netns(|| {
-        let t = Tmp::new("plug");
-        let s = setup(&t.0, true);
+        let t = tmp("plug");
+        let s = setup(t.path(), true);
         let mut svc = start(&s);
         let mut ctr = Container::start();
 
@@ -316,8 +303,8 @@ fn hairpin_mode_and_teardown_on_a_real_bridge() {
         return;
     }
     testns::in_netns(|| {
-        let t = Tmp::new("hairpin");
-        let s = setup(&t.0, false);
+        let t = tmp("hairpin");
+        let s = setup(t.path(), false);
         let mut svc = start(&s);
         let ctr = Container::start();
         let (a, _) = attach(&mut svc, "c1", &ctr.netns().display().to_string()).expect("attaches");
@@ -330,8 +317,8 @@ fn hairpin_mode_and_teardown_on_a_real_bridge() {
         drop(svc);
 
         // teardown deletes the recorded veths with the bridge.
-        let data_root = t.0.display().to_string();
-        let resolv = t.0.join("no-resolv.conf").display().to_string();
+        let data_root = t.path().display().to_string();
+        let resolv = t.path().join("no-resolv.conf").display().to_string();
         let (ok, out) = try_run(&[
             env!("CARGO_BIN_EXE_dockerd-net"),
             "--data-root",

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 
@@ -249,7 +250,8 @@ pub fn ip_routes4() -> Vec<serde_json::Value> {
     json_array(&run(&["ip", "-j", "-4", "route", "show", "table", "main"]))
 }
 
-fn json_array(text: &str) -> Vec<serde_json::Value> {
+/// The JSON array `ip -j` printed (nothing printed: an empty array).
+pub fn json_array(text: &str) -> Vec<serde_json::Value> {
     if text.trim().is_empty() {
         return Vec::new();
     }
@@ -279,5 +281,43 @@ mod tests {
             "leaked into the host namespace"
         );
         assert_eq!(ip_links().len(), host_links);
+    }
+}
+
+/// A directory of its own under the system temp dir (named from `tag`, the process and a
+/// sequence number), removed with its contents when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `name` in the directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -1522,31 +1522,16 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
     use std::rc::Rc;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     use backend_mock::{FakeHost, Op as HostOp};
 
+    use testns::TempDir;
+
     use super::*;
 
-    struct Tmp(PathBuf);
-
-    impl Tmp {
-        fn new(tag: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "dockerd-net-service-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            Tmp(p)
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A temporary directory, removed when dropped.
+    fn tmp(tag: &str) -> TempDir {
+        TempDir::new(&format!("dockerd-net-service-{tag}"))
     }
 
     /// Proxies that record what runs and fail when told to.
@@ -1683,9 +1668,9 @@ mod tests {
 
     #[test]
     fn requests_persist_and_a_restart_gives_the_same_state_and_rules() {
-        let t = Tmp::new("restart");
+        let t = tmp("restart");
         let host = FakeHost::new();
-        let s = setup(&t.0, Config::default());
+        let s = setup(t.path(), Config::default());
         let proxies = FakeProxies::default();
         let mut svc = start(&host, &s, &proxies).expect("starts");
         let c1 = alloc(&mut svc, "c1");
@@ -1752,9 +1737,9 @@ mod tests {
 
     #[test]
     fn a_failing_firewall_batch_reverts_the_request_everywhere() {
-        let t = Tmp::new("fwfail");
+        let t = tmp("fwfail");
         let host = FakeHost::new();
-        let s = setup(&t.0, Config::default());
+        let s = setup(t.path(), Config::default());
         let proxies = FakeProxies::default();
         let mut svc = start(&host, &s, &proxies).expect("starts");
         alloc(&mut svc, "c1");
@@ -1780,9 +1765,9 @@ mod tests {
 
     #[test]
     fn a_proxy_that_cannot_bind_reverts_the_mapping_as_a_conflict() {
-        let t = Tmp::new("bind");
+        let t = tmp("bind");
         let host = FakeHost::new();
-        let s = setup(&t.0, Config::default());
+        let s = setup(t.path(), Config::default());
         let proxies = FakeProxies::default();
         let mut svc = start(&host, &s, &proxies).expect("starts");
         alloc(&mut svc, "c1");
@@ -1809,9 +1794,9 @@ mod tests {
 
     #[test]
     fn start_removes_stale_rules_and_adds_missing_ones() {
-        let t = Tmp::new("reconcile");
+        let t = tmp("reconcile");
         let host = FakeHost::new();
-        let s = setup(&t.0, Config::default());
+        let s = setup(t.path(), Config::default());
         let proxies = FakeProxies::default();
         let mut svc = start(&host, &s, &proxies).expect("starts");
         alloc(&mut svc, "c1");
@@ -1880,8 +1865,8 @@ mod tests {
 
     #[test]
     fn a_state_for_another_bridge_address_is_refused_and_kept_aside() {
-        let t = Tmp::new("mismatch");
-        let s = setup(&t.0, Config::default());
+        let t = tmp("mismatch");
+        let s = setup(t.path(), Config::default());
         let proxies = FakeProxies::default();
         let host = FakeHost::new();
         let mut svc = start(&host, &s, &proxies).expect("starts");
@@ -1894,8 +1879,8 @@ mod tests {
         assert!(msg.contains("is for bridge address"), "{msg}");
         assert!(msg.contains("10.1.0.1/16"), "{msg}");
         assert!(msg.contains("kept for inspection, not deleted"), "{msg}");
-        assert!(!t.0.join(store::SNAPSHOT).exists());
-        let kept = std::fs::read_dir(&t.0)
+        assert!(!t.path().join(store::SNAPSHOT).exists());
+        let kept = std::fs::read_dir(t.path())
             .expect("dir")
             .filter(|e| {
                 e.as_ref()
@@ -1907,10 +1892,10 @@ mod tests {
 
     #[test]
     fn changed_options_re_apply_the_allocations_with_the_new_rules() {
-        let t = Tmp::new("migrate");
+        let t = tmp("migrate");
         let host = FakeHost::new();
         let proxies = FakeProxies::default();
-        let s = setup(&t.0, Config::default());
+        let s = setup(t.path(), Config::default());
         let mut svc = start(&host, &s, &proxies).expect("starts");
         let c1 = alloc(&mut svc, "c1");
         let c2 = alloc(&mut svc, "c2");
@@ -1926,7 +1911,7 @@ mod tests {
         drop(svc);
         // Restart with --icc=false: the link now needs its rules.
         let s = setup(
-            &t.0,
+            t.path(),
             Config {
                 icc: false,
                 ..Config::default()
@@ -1951,7 +1936,7 @@ mod tests {
 
     /// A host with two container namespaces registered, and a data root.
     struct AttachEnv {
-        _t: Tmp,
+        _t: TempDir,
         host: FakeHost,
         ctr: FakeHost,
         s: Setup,
@@ -1963,12 +1948,12 @@ mod tests {
     }
 
     fn attach_env_on(tag: &str, config: Config, host: FakeHost) -> AttachEnv {
-        let t = Tmp::new(tag);
+        let t = tmp(tag);
         let ctr = FakeHost::new_netns();
         let host = host
             .with_netns(CTR, ctr.clone())
             .with_netns(OTHER_CTR, FakeHost::new_netns());
-        let s = setup(&t.0, config);
+        let s = setup(t.path(), config);
         AttachEnv {
             _t: t,
             host,

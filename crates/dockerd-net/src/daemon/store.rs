@@ -812,32 +812,17 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     use netcore::config::Config;
     use netcore::ports::Proto;
 
+    use testns::TempDir;
+
     use super::*;
 
-    struct Tmp(PathBuf);
-
-    impl Tmp {
-        fn new(tag: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "dockerd-net-store-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            Tmp(p)
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    /// A temporary directory, removed when dropped.
+    fn tmp(tag: &str) -> TempDir {
+        TempDir::new(&format!("dockerd-net-store-{tag}"))
     }
 
     fn fresh() -> Network {
@@ -963,11 +948,11 @@ mod tests {
 
     #[test]
     fn attachments_survive_replay_and_compaction() {
-        let t = Tmp::new("attach");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("attach");
+        let mut live = Live::open(t.path(), Options::default());
         live.store.compact(&live.net, &live.att).expect("start");
         // A snapshot without attachments reads as a state of issue 4's daemon does.
-        let snap = fs::read_to_string(t.0.join(SNAPSHOT)).expect("snapshot");
+        let snap = fs::read_to_string(t.path().join(SNAPSHOT)).expect("snapshot");
         assert!(!snap.contains("attachments"), "{snap}");
         live.attach("c1", "veth1111111");
         live.attach("c2", "veth2222222");
@@ -976,7 +961,7 @@ mod tests {
         assert_eq!(att.keys().collect::<Vec<_>>(), ["c2"]);
         drop(live);
         // From the journal.
-        let o = open(&t.0, fresh(), Options::default()).expect("reopens");
+        let o = open(t.path(), fresh(), Options::default()).expect("reopens");
         assert_eq!((&o.network, &o.attachments), (&net, &att));
         let mut live = Live {
             net: o.network,
@@ -985,13 +970,13 @@ mod tests {
         };
         // From the snapshot.
         live.store.compact(&live.net, &live.att).expect("compact");
-        let snap = fs::read_to_string(t.0.join(SNAPSHOT)).expect("snapshot");
+        let snap = fs::read_to_string(t.path().join(SNAPSHOT)).expect("snapshot");
         assert!(snap.contains("\"attachments\":{\"c2\""), "{snap}");
         drop(live);
-        let o = open(&t.0, fresh(), Options::default()).expect("reopens");
+        let o = open(t.path(), fresh(), Options::default()).expect("reopens");
         assert_eq!((&o.network, &o.attachments), (&net, &att));
         assert_eq!(
-            read_only(&t.0, fresh()).expect("reads"),
+            read_only(t.path(), fresh()).expect("reads"),
             Some(Saved {
                 network: net,
                 attachments: att,
@@ -1001,8 +986,8 @@ mod tests {
 
     #[test]
     fn attach_records_that_do_not_fit_the_state_are_refused() {
-        let t = Tmp::new("attachbad");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("attachbad");
+        let mut live = Live::open(t.path(), Options::default());
         let a = super::super::op::Attachment {
             host_veth: "veth1111111".into(),
             netns: "/proc/1/ns/net".into(),
@@ -1015,7 +1000,7 @@ mod tests {
             .append(&[Op::attach("ghost", &a)])
             .expect("append");
         drop(live);
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("refused")
             .to_string();
         assert!(
@@ -1025,14 +1010,14 @@ mod tests {
         );
 
         // Detaching what is not attached.
-        let t = Tmp::new("detachbad");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("detachbad");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.store
             .append(&[Op::Detach { id: "c1".into() }])
             .expect("append");
         drop(live);
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("refused")
             .to_string();
         assert!(
@@ -1061,8 +1046,8 @@ mod tests {
 
     #[test]
     fn journal_replays_to_the_same_state_cursors_included() {
-        let t = Tmp::new("replay");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("replay");
+        let mut live = Live::open(t.path(), Options::default());
         live.store
             .compact(&live.net, &live.att)
             .expect("snapshot on start");
@@ -1078,7 +1063,7 @@ mod tests {
         let expected = live.net.clone();
         drop(live);
 
-        let o = open(&t.0, fresh(), Options::default()).expect("reopens");
+        let o = open(t.path(), fresh(), Options::default()).expect("reopens");
         assert_eq!(o.replayed, 7);
         assert!(o.torn.is_none());
         assert_eq!(o.network, expected);
@@ -1104,13 +1089,13 @@ mod tests {
             &b"0badc0de {\"seq\":3,\"ops\":[{\"op\":\"rel"[..], // no newline: cut mid-write
             &b"00000000 \0\0\0\0\0\0\0\0\0\n"[..],              // newline landed, data did not
         ] {
-            let t = Tmp::new("torn");
-            let mut live = Live::open(&t.0, Options::default());
+            let t = tmp("torn");
+            let mut live = Live::open(t.path(), Options::default());
             live.iface("c1");
             live.iface("c2");
             let expected = live.net.clone();
             drop(live);
-            let journal = t.0.join(JOURNAL);
+            let journal = t.path().join(JOURNAL);
             let good = fs::read(&journal).expect("journal");
             let mut f = OpenOptions::new()
                 .append(true)
@@ -1119,7 +1104,7 @@ mod tests {
             f.write_all(torn).expect("write");
             drop(f);
 
-            let o = open(&t.0, fresh(), Options::default()).expect("starts");
+            let o = open(t.path(), fresh(), Options::default()).expect("starts");
             assert_eq!(o.network, expected);
             assert_eq!(o.replayed, 2);
             let aside = o.torn.clone().expect("kept aside");
@@ -1135,7 +1120,7 @@ mod tests {
             live.iface("c3");
             let expected = live.net.clone();
             drop(live);
-            let o = open(&t.0, fresh(), Options::default()).expect("clean now");
+            let o = open(t.path(), fresh(), Options::default()).expect("clean now");
             assert!(o.torn.is_none());
             assert_eq!(o.network, expected);
         }
@@ -1143,20 +1128,20 @@ mod tests {
 
     #[test]
     fn corruption_in_the_middle_is_refused_and_moved_aside() {
-        let t = Tmp::new("corrupt");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("corrupt");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.iface("c2");
         live.iface("c3");
         drop(live);
-        let journal = t.0.join(JOURNAL);
+        let journal = t.path().join(JOURNAL);
         let text = fs::read_to_string(&journal).expect("journal");
         // Change one digit of record 2's IP: the line still parses, its checksum does not.
         let bad = text.replacen("172.17.0.2", "172.17.0.9", 1);
         assert_ne!(bad, text);
         fs::write(&journal, &bad).expect("write");
 
-        let err = open(&t.0, fresh(), Options::default()).expect_err("refused");
+        let err = open(t.path(), fresh(), Options::default()).expect_err("refused");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("state file {} is corrupt", journal.display())),
@@ -1165,19 +1150,19 @@ mod tests {
         assert!(msg.contains("line 3: checksum mismatch"), "{msg}");
         assert!(msg.contains("kept for inspection, not deleted"), "{msg}");
         assert!(!journal.exists(), "moved aside");
-        let aside = aside_files(&t.0, "network.journal.corrupt-");
+        let aside = aside_files(t.path(), "network.journal.corrupt-");
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(fs::read_to_string(&aside[0]).expect("kept"), bad);
     }
 
     #[test]
     fn gaps_and_records_that_do_not_apply_are_refused() {
-        let t = Tmp::new("gap");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("gap");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.iface("c2");
         drop(live);
-        let journal = t.0.join(JOURNAL);
+        let journal = t.path().join(JOURNAL);
         let text = fs::read_to_string(&journal).expect("journal");
         let lines: Vec<&str> = text.lines().collect();
         // Drop record 1: record 2 follows the header directly.
@@ -1186,21 +1171,21 @@ mod tests {
             format!("{}\n{}\n{}\n", lines[0], lines[2], lines[2]),
         )
         .expect("write");
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("gap")
             .to_string();
         assert!(msg.contains("record 2 follows record 0"), "{msg}");
 
         // A well-formed record that contradicts the state (releasing an unknown container).
-        let t = Tmp::new("noapply");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("noapply");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.store
             .append(&[Op::ReleaseInterface { id: "ghost".into() }])
             .expect("append");
         live.iface("c2");
         drop(live);
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("does not apply")
             .to_string();
         assert!(
@@ -1212,19 +1197,19 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused_and_moved_aside() {
-        let t = Tmp::new("version");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("version");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.store.compact(&live.net, &live.att).expect("compact");
         drop(live);
-        let snap = t.0.join(SNAPSHOT);
+        let snap = t.path().join(SNAPSHOT);
         let text = fs::read_to_string(&snap).expect("snapshot");
         let json =
             decode(text.trim_end())
                 .expect("valid")
                 .replacen("\"version\":1", "\"version\":7", 1);
         fs::write(&snap, encode(&json)).expect("write");
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("future version")
             .to_string();
         assert!(
@@ -1235,34 +1220,34 @@ mod tests {
             "{msg}"
         );
         // The snapshot and the journal that continues it both went aside.
-        assert!(!snap.exists() && !t.0.join(JOURNAL).exists());
-        assert_eq!(aside_files(&t.0, ".version-").len(), 2);
+        assert!(!snap.exists() && !t.path().join(JOURNAL).exists());
+        assert_eq!(aside_files(t.path(), ".version-").len(), 2);
         // A fresh start is possible afterwards, from nothing.
-        let o = open(&t.0, fresh(), Options::default()).expect("fresh");
+        let o = open(t.path(), fresh(), Options::default()).expect("fresh");
         assert!(o.network.endpoints().is_empty());
 
         // The journal's own header version.
-        let t = Tmp::new("jversion");
-        let live = Live::open(&t.0, Options::default());
+        let t = tmp("jversion");
+        let live = Live::open(t.path(), Options::default());
         drop(live);
-        let journal = t.0.join(JOURNAL);
+        let journal = t.path().join(JOURNAL);
         let header = fs::read_to_string(&journal).expect("journal");
         let json =
             decode(header.trim_end())
                 .expect("valid")
                 .replacen("\"version\":1", "\"version\":2", 1);
         fs::write(&journal, encode(&json)).expect("write");
-        let msg = open(&t.0, fresh(), Options::default())
+        let msg = open(t.path(), fresh(), Options::default())
             .expect_err("future version")
             .to_string();
         assert!(msg.contains("has format version 2"), "{msg}");
-        assert_eq!(aside_files(&t.0, "network.journal.version-").len(), 1);
+        assert_eq!(aside_files(t.path(), "network.journal.version-").len(), 1);
     }
 
     #[test]
     fn compaction_folds_the_journal_into_the_snapshot() {
-        let t = Tmp::new("compact");
-        let mut live = Live::open(&t.0, small());
+        let t = tmp("compact");
+        let mut live = Live::open(t.path(), small());
         live.store.compact(&live.net, &live.att).expect("start");
         let mut compactions = 0;
         for i in 0..30 {
@@ -1272,7 +1257,7 @@ mod tests {
                 compactions += 1;
                 // A new journal: just its header.
                 assert_eq!(
-                    fs::read_to_string(t.0.join(JOURNAL))
+                    fs::read_to_string(t.path().join(JOURNAL))
                         .expect("j")
                         .lines()
                         .count(),
@@ -1283,12 +1268,12 @@ mod tests {
         assert!(compactions >= 2, "{compactions}");
         assert!(
             live.store.journal_bytes()
-                <= 600.max(2 * fs::metadata(t.0.join(SNAPSHOT)).expect("s").len())
+                <= 600.max(2 * fs::metadata(t.path().join(SNAPSHOT)).expect("s").len())
         );
         let expected = live.net.clone();
         let seq = live.store.seq();
         drop(live);
-        let o = open(&t.0, fresh(), small()).expect("reopens");
+        let o = open(t.path(), fresh(), small()).expect("reopens");
         assert_eq!(o.network, expected);
         assert_eq!(o.store.seq(), seq);
         assert!(o.replayed < 30);
@@ -1296,31 +1281,31 @@ mod tests {
 
     #[test]
     fn a_compaction_cut_short_before_the_new_journal_loses_nothing() {
-        let t = Tmp::new("cut");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("cut");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.iface("c2");
-        let old_journal = fs::read(t.0.join(JOURNAL)).expect("journal");
+        let old_journal = fs::read(t.path().join(JOURNAL)).expect("journal");
         live.store.compact(&live.net, &live.att).expect("compact");
         live.iface("c3");
         let expected = live.net.clone();
-        let after = fs::read_to_string(t.0.join(JOURNAL)).expect("journal");
+        let after = fs::read_to_string(t.path().join(JOURNAL)).expect("journal");
         drop(live);
         // The crash: the new snapshot is in place, the journal is still the old one (whose
         // records are all in the snapshot), plus c3's record which continues from it.
         let mut j = old_journal.clone();
         j.extend_from_slice(after.lines().nth(1).expect("c3").as_bytes());
         j.push(b'\n');
-        fs::write(t.0.join(JOURNAL), &j).expect("write");
-        let o = open(&t.0, fresh(), Options::default()).expect("starts");
+        fs::write(t.path().join(JOURNAL), &j).expect("write");
+        let o = open(t.path(), fresh(), Options::default()).expect("starts");
         assert_eq!(o.network, expected);
         assert_eq!(o.replayed, 1);
     }
 
     #[test]
     fn reject_moves_both_files_and_a_broken_journal_waits_for_compaction() {
-        let t = Tmp::new("reject");
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("reject");
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         live.store.compact(&live.net, &live.att).expect("compact");
         let err = live
@@ -1328,11 +1313,11 @@ mod tests {
             .reject("it is for bridge br0, but the bridge is docker0".into());
         let msg = err.to_string();
         assert!(msg.starts_with("it is for bridge br0"), "{msg}");
-        assert!(!t.0.join(SNAPSHOT).exists() && !t.0.join(JOURNAL).exists());
-        assert_eq!(aside_files(&t.0, ".rejected-").len(), 2);
+        assert!(!t.path().join(SNAPSHOT).exists() && !t.path().join(JOURNAL).exists());
+        assert_eq!(aside_files(t.path(), ".rejected-").len(), 2);
 
         // mark_broken forbids appends until a compaction rewrites the journal.
-        let mut live = Live::open(&t.0, Options::default());
+        let mut live = Live::open(t.path(), Options::default());
         live.store.mark_broken("test".into());
         assert!(matches!(
             live.store
@@ -1346,22 +1331,22 @@ mod tests {
 
     #[test]
     fn read_only_sees_the_state_without_changing_files() {
-        let t = Tmp::new("ro");
-        assert_eq!(read_only(&t.0, fresh()).expect("nothing"), None);
-        let mut live = Live::open(&t.0, Options::default());
+        let t = tmp("ro");
+        assert_eq!(read_only(t.path(), fresh()).expect("nothing"), None);
+        let mut live = Live::open(t.path(), Options::default());
         live.iface("c1");
         let expected = live.net.clone();
         drop(live);
-        let before = fs::read(t.0.join(JOURNAL)).expect("journal");
+        let before = fs::read(t.path().join(JOURNAL)).expect("journal");
         assert_eq!(
-            read_only(&t.0, fresh()).expect("reads"),
+            read_only(t.path(), fresh()).expect("reads"),
             Some(Saved {
                 network: expected,
                 attachments: Attachments::new(),
             })
         );
-        assert_eq!(fs::read(t.0.join(JOURNAL)).expect("journal"), before);
-        remove(&t.0).expect("removes");
-        assert!(!exists(&t.0));
+        assert_eq!(fs::read(t.path().join(JOURNAL)).expect("journal"), before);
+        remove(t.path()).expect("removes");
+        assert!(!exists(t.path()));
     }
 }
