@@ -29,13 +29,12 @@
 
 #![allow(dead_code)] // Each test crate that includes the module uses a part of it.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -63,47 +62,22 @@ pub const DROPPED: Duration = Duration::from_millis(300);
 // Namespaces
 // ---------------------------------------------------------------------------------------------
 
-/// A network namespace of the test's own: a parked thread that unshared its namespace and
-/// keeps it alive until the value is dropped. Its loopback is up.
+/// A network namespace of the test's own ([`testns::Netns`]: a parked thread that keeps it
+/// alive until the value is dropped), with a name for messages. Its loopback is up.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
-    path: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    ns: testns::Netns,
 }
 
 impl Netns {
     /// A fresh namespace named `name` (the name is only for messages).
     pub fn new(name: &str) -> Self {
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<PathBuf>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name(format!("netns-{name}"))
-            // The thread only waits; a small stack lets a test hold many namespaces.
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                let made = testns::unshare_net()
-                    .and_then(|()| std::fs::read_link("/proc/thread-self"))
-                    // "<pid>/task/<tid>": this thread's own entry, a path any process can open.
-                    .map(|me| Path::new("/proc").join(me).join("ns/net"));
-                let ok = made.is_ok();
-                let _ = ready_tx.send(made);
-                if ok {
-                    // Returns once the sender is dropped.
-                    let _ = stop_rx.recv();
-                }
-            })
-            .unwrap_or_else(|e| panic!("spawn the thread of namespace {name}: {e}"));
-        let path = ready_rx
-            .recv()
-            .unwrap_or_else(|e| panic!("namespace {name}: its thread ended: {e}"))
+        let ns = testns::Netns::try_new(name)
             .unwrap_or_else(|e| panic!("namespace {name}: unshare(CLONE_NEWNET): {e}"));
         let ns = Self {
             name: name.to_owned(),
-            path,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            ns,
         };
         ns.run(|| testns::run(&["ip", "link", "set", "lo", "up"]));
         ns
@@ -115,66 +89,28 @@ impl Netns {
 
     /// `/proc/<pid>/task/<tid>/ns/net`.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.ns.path()
     }
 
-    /// The id of the thread that holds the namespace: `/proc/<tid>/ns/net` names it too, so
-    /// it serves where an API takes a process id.
+    /// The id of the thread that holds the namespace (see [`testns::Netns::tid`]).
     pub fn tid(&self) -> u32 {
-        self.path
-            .parent()
-            .and_then(Path::parent)
-            .and_then(Path::file_name)
-            .and_then(|t| t.to_str())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no thread id in {}", self.path.display()))
+        self.ns.tid()
     }
 
     /// [`Netns::path`] as a string (for JSON and argv).
     pub fn path_str(&self) -> &str {
-        self.path
-            .to_str()
-            .unwrap_or_else(|| panic!("non-UTF-8 path {}", self.path.display()))
+        self.ns.path_str()
     }
 
     /// Runs `f` on a thread that joined the namespace: child processes (`ip`, `iptables-save`)
     /// and sockets made there belong to it. A panic in `f` is propagated.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        thread::scope(|s| {
-            let h = s.spawn(|| {
-                let ns = File::open(&self.path)
-                    .unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()));
-                // SAFETY: setns gets a valid descriptor (borrowed from a live File) and a flag
-                // word; it changes only this scoped thread's namespace, which ends with it.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "setns into {}: {}",
-                    self.name,
-                    io::Error::last_os_error()
-                );
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
+        self.ns.run(f)
     }
 
     /// Everything in the namespace that attach/detach or the daemon could change.
     pub fn state(&self) -> NsState {
         self.run(|| NsState::capture(Tables::Host))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -7,77 +7,22 @@
 //! that namespace.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
-/// A container's namespace: a parked thread that keeps it alive until the value is dropped.
-#[derive(Debug)]
-pub struct Netns {
-    path: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// A container's namespace: a parked thread that keeps it alive until the value is dropped
+/// (only a down loopback, as a new container has before its runtime configures it).
+pub use testns::Netns;
 
-impl Netns {
-    /// A fresh namespace (only a down loopback, as a new container has before its runtime
-    /// configures it).
-    pub fn new() -> Result<Self> {
-        let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<PathBuf>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread = thread::Builder::new()
-            .name("bench-container".into())
-            // It only waits: a small stack lets a round hold a thousand of them.
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                let made = testns::unshare_net()
-                    .and_then(|()| std::fs::read_link("/proc/thread-self"))
-                    .map(|me| Path::new("/proc").join(me).join("ns/net"));
-                let ok = made.is_ok();
-                let _ = ready_tx.send(made);
-                if ok {
-                    // Returns once the sender is dropped.
-                    let _ = stop_rx.recv();
-                }
-            })
-            .context("spawning a container thread")?;
-        let path = ready_rx
-            .recv()
-            .map_err(|_| anyhow!("a container thread ended before reporting"))?
-            .context("unshare(CLONE_NEWNET) for a container (the benchmark needs root)")?;
-        Ok(Self {
-            path,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+/// `n` fresh container namespaces.
+pub fn many(n: usize) -> Result<Vec<Netns>> {
+    (0..n)
+        .map(|_| {
+            Netns::try_new("bench-container")
+                .context("unshare(CLONE_NEWNET) for a container (the benchmark needs root)")
         })
-    }
-
-    /// `n` fresh namespaces.
-    pub fn many(n: usize) -> Result<Vec<Self>> {
-        (0..n).map(|_| Self::new()).collect()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn path_str(&self) -> Result<&str> {
-        self.path
-            .to_str()
-            .ok_or_else(|| anyhow!("non-UTF-8 path {}", self.path.display()))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        .collect()
 }
 
 /// Whatever keeps a finished round's namespaces alive (its host's and its containers'), so
@@ -111,30 +56,8 @@ impl Graveyard {
         }
         self.containers.clear();
         self.hosts.clear();
-        let Some(mut last) = netns_objects() else {
-            thread::sleep(Duration::from_secs(2));
-            return;
-        };
-        let started = Instant::now();
-        let mut stable_since = Instant::now();
-        while started.elapsed() < Duration::from_secs(120) {
-            thread::sleep(Duration::from_millis(50));
-            let now = netns_objects().unwrap_or(last);
-            if now != last {
-                last = now;
-                stable_since = Instant::now();
-            } else if stable_since.elapsed() >= Duration::from_millis(300) {
-                break;
-            }
-        }
+        bench_init::netns::wait_for_teardown(Duration::from_secs(120));
     }
-}
-
-/// Active objects of the `net_namespace` slab.
-fn netns_objects() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Runs `f` on a new thread that has just moved into a fresh network namespace (the round's
@@ -144,19 +67,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    thread::Builder::new()
-        .name("bench-host".into())
-        .spawn(move || {
-            testns::unshare_net().context("unshare(CLONE_NEWNET) (the benchmark needs root)")?;
-            let ns = File::open("/proc/thread-self/ns/net")
-                .context("opening /proc/thread-self/ns/net")?;
-            let (ok, out) = testns::try_run(&["ip", "link", "set", "lo", "up"]);
-            anyhow::ensure!(ok, "ip link set lo up: {out}");
-            Ok((f()?, ns))
-        })
-        .context("spawning a round's host thread")?
-        .join()
-        .map_err(|_| anyhow!("a round's host thread panicked"))?
+    bench_init::netns::in_fresh_netns("bench-host", true, f)
 }
 
 /// How many veth interfaces the calling thread's namespace has (`ip -o link show type veth`):

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 use dockerd_net::client::Client;
 
 use crate::Round;
-use crate::ns::{Netns, veth_count};
+use crate::ns::veth_count;
 
 /// A running `dockerd-net daemon`; killed if dropped while it runs.
 #[derive(Debug)]
@@ -162,12 +162,12 @@ impl Drop for Daemon {
 /// One round with `n` containers, on the calling thread, which must be in a fresh namespace.
 pub fn round(bin: &Path, flags: &[String], n: usize, dir: &Path) -> Result<Round> {
     let d = Daemon::start(bin, dir, flags)?;
-    let containers = Netns::many(n)?;
+    let containers = crate::ns::many(n)?;
     let mut setup = Vec::with_capacity(n);
     let mut teardown = Vec::with_capacity(n);
     let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     for (id, ns) in ids.iter().zip(&containers) {
-        let attach = serde_json::json!({ "id": id, "netns": ns.path_str()? });
+        let attach = serde_json::json!({ "id": id, "netns": ns.path_str() });
         let publish = serde_json::json!({ "id": id, "container_port": 80, "proto": "tcp" });
         let t = Instant::now();
         d.post("/v1/attach", &attach, 201)?;

@@ -121,7 +121,7 @@ fn netavark_options(i: usize) -> Result<Value> {
 pub fn netavark_round(bin: &Path, n: usize, dir: &Path) -> Result<Round> {
     let config = dir.join("netavark");
     std::fs::create_dir_all(&config)?;
-    let containers = Netns::many(n)?;
+    let containers = crate::ns::many(n)?;
     let options = (0..n)
         .map(|i| netavark_options(i).and_then(|v| Ok(serde_json::to_vec(&v)?)))
         .collect::<Result<Vec<_>>>()?;
@@ -231,7 +231,7 @@ pub fn cni_round(plugins: &Path, n: usize, dir: &Path) -> Result<Round> {
     let ipam = dir.join("cni-ipam");
     std::fs::create_dir_all(&ipam)?;
     let bridge = cni_bridge(&ipam);
-    let containers = Netns::many(n)?;
+    let containers = crate::ns::many(n)?;
     let ids: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
     let mut setup = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);

@@ -396,18 +396,10 @@ fn programs(backend: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// Runs `f` on a new thread that has just moved into a fresh network namespace.
+/// Runs `f` on a new thread that has just moved into a fresh network namespace (loopback
+/// up), which dies when `f` returns.
 fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    std::thread::Builder::new()
-        .name("bench-netns".into())
-        .spawn(move || {
-            testns::unshare_net().context("unshare(CLONE_NEWNET) (the benchmark needs root)")?;
-            testns::run(&["ip", "link", "set", "lo", "up"]);
-            f()
-        })
-        .context("spawning the benchmark thread")?
-        .join()
-        .map_err(|_| anyhow!("the benchmark thread panicked"))?
+    bench_init::netns::in_fresh_netns("bench-netns", true, f).map(|(v, _ns)| v)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-//! Shared by the `cargo xtask bench` binaries: release builds of `dockerd-net`, and order
-//! statistics of timings.
+//! Shared by the `cargo xtask bench` binaries: release builds of `dockerd-net`, fresh network
+//! namespaces, and order statistics of timings.
 
 pub mod build;
+pub mod netns;
 pub mod stats;

@@ -70,36 +70,13 @@ impl Kind {
     }
 }
 
-/// Lets the kept namespaces go and waits until the kernel has torn them down, judged by the
-/// `net_namespace` slab no longer shrinking (a fixed pause where /proc/slabinfo is closed).
+/// Lets the kept namespaces go and waits until the kernel has torn them down.
 fn release_and_settle(graveyard: &mut Vec<measure::NetnsHandle>) {
     if graveyard.is_empty() {
         return;
     }
     graveyard.clear();
-    let Some(mut last) = netns_objects() else {
-        std::thread::sleep(Duration::from_secs(2));
-        return;
-    };
-    let started = Instant::now();
-    let mut stable_since = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = netns_objects().unwrap_or(last);
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() >= Duration::from_millis(300) {
-            break;
-        }
-    }
-}
-
-/// Active objects of the `net_namespace` slab.
-fn netns_objects() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    bench_init::netns::wait_for_teardown(Duration::from_secs(30));
 }
 
 /// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.

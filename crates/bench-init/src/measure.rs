@@ -8,10 +8,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use backend_sysctl::ProcSys;
 use dockerd_net::backend::open_firewall;
 use netcore::config::Config;
@@ -79,17 +78,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    thread::Builder::new()
-        .name("bench-netns".into())
-        .spawn(move || {
-            testns::unshare_net().context("unshare(CLONE_NEWNET) (the benchmark needs root)")?;
-            let ns = File::open("/proc/thread-self/ns/net")
-                .context("opening /proc/thread-self/ns/net")?;
-            Ok((f()?, ns))
-        })
-        .context("spawning a benchmark thread")?
-        .join()
-        .map_err(|_| anyhow!("a benchmark thread panicked"))?
+    bench_init::netns::in_fresh_netns("bench-netns", false, f)
 }
 
 /// The state of the namespace before init runs.

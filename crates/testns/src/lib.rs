@@ -55,32 +55,61 @@ pub struct Netns {
 impl Netns {
     /// Makes the namespace (panics without the privilege, like [`in_netns`]).
     pub fn new() -> Self {
-        let (ready_tx, ready_rx) = mpsc::channel();
+        Self::try_new("test").unwrap_or_else(|e| panic!("unshare(CLONE_NEWNET): {e}"))
+    }
+
+    /// Makes the namespace, on a thread called `netns-<name>`; fails without the privilege.
+    pub fn try_new(name: &str) -> io::Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<PathBuf>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let thread = thread::spawn(move || {
-            if let Err(e) = unshare_net() {
-                panic!("unshare(CLONE_NEWNET): {e}");
-            }
-            // "<pid>/task/<tid>": this thread's own entry.
-            let me = std::fs::read_link("/proc/thread-self")
-                .unwrap_or_else(|e| panic!("/proc/thread-self: {e}"));
-            let _ = ready_tx.send(Path::new("/proc").join(me).join("ns/net"));
-            // Returns once the sender is dropped.
-            let _ = stop_rx.recv();
-        });
+        let thread = thread::Builder::new()
+            .name(format!("netns-{name}"))
+            // The thread only waits: a small stack lets a caller hold a thousand of them.
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let made = unshare_net()
+                    .and_then(|()| std::fs::read_link("/proc/thread-self"))
+                    // "<pid>/task/<tid>": this thread's own entry, a path any process can open.
+                    .map(|me| Path::new("/proc").join(me).join("ns/net"));
+                let ok = made.is_ok();
+                let _ = ready_tx.send(made);
+                if ok {
+                    // Returns once the sender is dropped.
+                    let _ = stop_rx.recv();
+                }
+            })?;
         let path = ready_rx
             .recv()
-            .unwrap_or_else(|e| panic!("namespace thread did not start: {e}"));
-        Self {
+            .map_err(|_| io::Error::other("the namespace's thread ended before reporting"))??;
+        Ok(Self {
             path,
             stop: Some(stop_tx),
             thread: Some(thread),
-        }
+        })
     }
 
     /// The namespace's path, for `setns` or an API that takes one.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`Netns::path`] as a string (for JSON and argv).
+    pub fn path_str(&self) -> &str {
+        self.path
+            .to_str()
+            .unwrap_or_else(|| panic!("non-UTF-8 path {}", self.path.display()))
+    }
+
+    /// The id of the thread that holds the namespace: `/proc/<tid>/ns/net` names it too, so
+    /// it serves where an API takes a process id.
+    pub fn tid(&self) -> u32 {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .and_then(|t| t.to_str())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no thread id in {}", self.path.display()))
     }
 
     /// Runs `f` on a thread inside this namespace (child processes such as `ip`, and sockets
