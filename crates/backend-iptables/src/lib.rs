@@ -515,26 +515,7 @@ fn with_failed_line_in(err: IptablesError, batches: &[Batch]) -> IptablesError {
 }
 
 fn with_failed_line(err: IptablesError, batch: &Batch) -> IptablesError {
-    match err {
-        IptablesError::Failed {
-            command,
-            status,
-            stderr,
-            failed_line: None,
-        } => {
-            let failed_line = restore_error_line(&stderr)
-                .and_then(|n| n.checked_sub(2))
-                .and_then(|i| batch.lines.get(i))
-                .cloned();
-            IptablesError::Failed {
-                command,
-                status,
-                stderr,
-                failed_line,
-            }
-        }
-        other => other,
-    }
+    with_failed_line_in(err, std::slice::from_ref(batch))
 }
 
 /// The input line number in iptables-restore's `Error occurred at line: N`.

@@ -104,15 +104,17 @@ pub fn open_firewall(flavor: &str, iptables: bool) -> Result<Box<dyn FirewallOps
     }
 }
 
+/// The compiled-in link backend, in the calling thread's network namespace.
 #[cfg(feature = "netlink")]
-fn open_link() -> Result<Box<dyn AttachSide>> {
+pub fn open_link() -> Result<Box<dyn AttachSide>> {
     Ok(Box::new(
         backend_netlink::NetlinkLinks::new().context("opening a netlink socket")?,
     ))
 }
 
+/// The compiled-in link backend, in the calling thread's network namespace.
 #[cfg(all(feature = "ioctl", not(feature = "netlink")))]
-fn open_link() -> Result<Box<dyn AttachSide>> {
+pub fn open_link() -> Result<Box<dyn AttachSide>> {
     Ok(Box::new(
         backend_ioctl::IoctlLinks::new().context("opening an ioctl socket")?,
     ))

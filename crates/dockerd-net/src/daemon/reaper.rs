@@ -27,7 +27,7 @@ use anyhow::{Context, Result, anyhow};
 use netcore::attach::AttachSide;
 use netcore::ops::REAP_GROUP;
 
-use crate::backend::Backends;
+use crate::backend;
 
 /// Why the links retired so far could not be confirmed gone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,12 +102,11 @@ impl Reaper {
         })
     }
 
-    /// The reaper with the compiled-in link backend (the one [`Backends::open`] opens for
-    /// the host side), opened on the reaper thread, in the network namespace of the thread
+    /// The reaper with the compiled-in link backend (the one [`backend::Backends::open`] opens for
+    /// the host side, [`backend::open_link`]), opened on the reaper thread, in the network namespace of the thread
     /// calling this.
     pub fn start() -> Result<Self> {
-        // No firewall is used: with iptables off, Backends::open does not probe for one.
-        Self::spawn(|| Backends::open("auto", false).map(|b| b.link))
+        Self::spawn(backend::open_link)
     }
 
     /// The link `name` was retired into [`REAP_GROUP`]: delete it soon. Never blocks.
