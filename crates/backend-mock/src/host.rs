@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ipnet::Ipv4Net;
 use netcore::firewall::{Batch, Policy, Table};
 use netcore::mac::MacAddr;
+use netcore::nftables::{Element, NftOp, NftTable};
 use netcore::ops::{
     AttachOps, BridgeSpec, FirewallOps, LinkInfo, LinkOps, OpsError, OpsErrorKind, RouteV4,
     SysctlOps, VethSpec,
@@ -79,6 +80,61 @@ pub struct Snapshot {
     /// The links with IPv6 address autoconfiguration off (`addrgenmode none`); every other
     /// link has the kernel's default (`eui64`).
     pub ipv6_autoconf_off: BTreeSet<String>,
+    /// `table ip docker-bridges` with its elements, when it exists.
+    pub nft: Option<NftModel>,
+}
+
+/// The fake host's `table ip docker-bridges`: its definition and its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftModel {
+    pub table: NftTable,
+    pub elements: BTreeSet<Element>,
+}
+
+impl NftModel {
+    /// Applies one op, as the kernel would within a transaction.
+    fn apply(this: &mut Option<NftModel>, op: &NftOp) -> Result<(), Fail> {
+        match op {
+            NftOp::ReplaceTable { table, elements } => {
+                *this = Some(NftModel {
+                    table: table.clone(),
+                    elements: elements.iter().cloned().collect(),
+                });
+            }
+            NftOp::DeleteTable => *this = None,
+            NftOp::AddElements(els) | NftOp::DelElements(els) => {
+                let adding = matches!(op, NftOp::AddElements(_));
+                let model = this.as_mut().ok_or_else(|| {
+                    fail(OpsErrorKind::NotFound, "no such table: ip docker-bridges")
+                })?;
+                for e in els {
+                    if !model.table.sets.iter().any(|s| s.name == e.set) {
+                        return Err(fail(
+                            OpsErrorKind::NotFound,
+                            format!("no such set: {}", e.set),
+                        ));
+                    }
+                    let done = if adding {
+                        model.elements.insert(e.clone())
+                    } else {
+                        model.elements.remove(e)
+                    };
+                    if !done {
+                        let (kind, what) = if adding {
+                            (OpsErrorKind::AlreadyExists, "already in")
+                        } else {
+                            (OpsErrorKind::NotFound, "not in")
+                        };
+                        return Err(fail(
+                            kind,
+                            format!("element {} {what} {}", e.render(), e.set),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 type Fail = (OpsErrorKind, Box<dyn Error + Send + Sync + 'static>);
@@ -126,6 +182,7 @@ struct State {
     /// Bridges whose MTU was changed by `set_mtu` (`BROPT_MTU_SET_BY_USER`): the kernel no
     /// longer tunes their MTU to their ports'. Not part of the snapshot: no read shows it.
     mtu_set_by_user: BTreeSet<String>,
+    nft: Option<NftModel>,
 }
 
 impl State {
@@ -150,6 +207,7 @@ impl State {
             veths: BTreeMap::new(),
             groups: BTreeMap::new(),
             ipv6_autoconf_off: BTreeSet::new(),
+            nft: None,
             mtu_set_by_user: BTreeSet::new(),
         };
         st.insert_link(LinkInfo {
@@ -275,6 +333,7 @@ impl State {
                 .collect(),
             groups: self.groups.clone(),
             ipv6_autoconf_off: self.ipv6_autoconf_off.clone(),
+            nft: self.nft.clone(),
         }
     }
 
@@ -457,6 +516,27 @@ impl State {
                 .map_err(|e| (OpsErrorKind::Other, Box::new(e) as Box<_>))?;
             st.tables.insert(batch.table, t);
             Ok(())
+        })
+    }
+
+    fn nft_apply(&mut self, ops: &[NftOp]) -> Result<(), OpsError> {
+        self.call(Call::NftApply(ops.to_vec()), |st| {
+            // One transaction: work on a copy, keep it only if every op applies.
+            let mut next = st.nft.clone();
+            for op in ops {
+                NftModel::apply(&mut next, op)?;
+            }
+            st.nft = next;
+            Ok(())
+        })
+    }
+
+    fn nft_elements(&mut self) -> Result<Option<Vec<Element>>, OpsError> {
+        self.call(Call::NftElements, |st| {
+            Ok(st
+                .nft
+                .as_ref()
+                .map(|m| m.elements.iter().cloned().collect()))
         })
     }
 
@@ -946,6 +1026,12 @@ macro_rules! impl_firewall_ops {
                 policy: Policy,
             ) -> Result<(), OpsError> {
                 self.st().set_policy(table, chain, policy)
+            }
+            fn nft_apply(&mut self, ops: &[NftOp]) -> Result<(), OpsError> {
+                self.st().nft_apply(ops)
+            }
+            fn nft_elements(&mut self) -> Result<Option<Vec<Element>>, OpsError> {
+                self.st().nft_elements()
             }
         }
     };

@@ -30,11 +30,13 @@ pub enum Op {
     AddRoute,
     RetireLink,
     DeleteGroup,
+    NftApply,
+    NftElements,
 }
 
 impl Op {
     /// Every operation, in trait order (`LinkOps`, `FirewallOps`, `SysctlOps`, `AttachOps`).
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 23] = [
         Op::Links,
         Op::RoutesV4,
         Op::CreateBridge,
@@ -56,11 +58,16 @@ impl Op {
         Op::AddRoute,
         Op::RetireLink,
         Op::DeleteGroup,
+        Op::NftApply,
+        Op::NftElements,
     ];
 
     /// Whether the operation can change the host (everything but the four reads).
     pub fn is_mutating(self) -> bool {
-        !matches!(self, Op::Links | Op::RoutesV4 | Op::FwSave | Op::SysctlRead)
+        !matches!(
+            self,
+            Op::Links | Op::RoutesV4 | Op::FwSave | Op::SysctlRead | Op::NftElements
+        )
     }
 }
 
@@ -98,6 +105,9 @@ pub enum Call {
     /// `(link, group)`
     RetireLink(String, u32),
     DeleteGroup(u32),
+    /// One nftables transaction (`--firewall-backend nftables`).
+    NftApply(Vec<netcore::nftables::NftOp>),
+    NftElements,
 }
 
 impl Call {
@@ -124,6 +134,8 @@ impl Call {
             Call::AddRoute(_) => Op::AddRoute,
             Call::RetireLink(..) => Op::RetireLink,
             Call::DeleteGroup(_) => Op::DeleteGroup,
+            Call::NftApply(_) => Op::NftApply,
+            Call::NftElements => Op::NftElements,
         }
     }
 
@@ -184,6 +196,8 @@ impl fmt::Display for Call {
                 write!(f, "retire {link} (nomaster, down, group {group})")
             }
             Call::DeleteGroup(group) => write!(f, "delete the links of group {group}"),
+            Call::NftApply(ops) => write!(f, "nftables transaction of {} change(s)", ops.len()),
+            Call::NftElements => write!(f, "list the elements of table ip docker-bridges"),
             Call::SetIpv6AutoconfOff(link) => {
                 write!(f, "turn IPv6 autoconfiguration off on {link}")
             }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use netcore::attach::AttachSide;
+use netcore::config::FirewallBackend;
 use netcore::ops::{FirewallOps, OpsError, SysctlOps};
 
 #[cfg(not(any(feature = "netlink", feature = "ioctl")))]
@@ -58,10 +59,20 @@ pub struct Backends {
 impl Backends {
     /// Opens the link backend, and the iptables flavour `flavor` (`auto`, `nft`, `legacy`).
     /// When iptables is disabled the firewall backend is still built but never called.
-    pub fn open(flavor: &str, iptables: bool) -> Result<Self> {
+    pub fn open(flavor: &str, iptables: bool, firewall: FirewallBackend) -> Result<Self> {
         tracing::debug!(backend = LINK_BACKEND, "opening link backend");
         let link = open_link()?;
-        let fw = open_firewall(flavor, iptables)?;
+        let fw = match firewall {
+            FirewallBackend::Nftables if iptables => {
+                // Our own table over nf_tables netlink; iptables' programs are never run.
+                tracing::debug!("firewall: native nftables table");
+                Box::new(
+                    backend_nftables::Nftables::open()
+                        .context("opening an nfnetlink socket for --firewall-backend=nftables")?,
+                )
+            }
+            _ => open_firewall(flavor, iptables)?,
+        };
         Ok(Self {
             link,
             fw,

@@ -204,7 +204,11 @@ fn cli_paths(cli: &Cli) -> Paths {
 }
 
 fn cmd_init(paths: &Paths, config: &Config, dry_run: bool) -> Result<()> {
-    let mut b = Backends::open(&paths.iptables_backend, config.iptables)?;
+    let mut b = Backends::open(
+        &paths.iptables_backend,
+        config.iptables,
+        config.firewall_backend,
+    )?;
     let resolv = daemon::host::read_resolv_conf(&paths.resolv_conf);
     if dry_run {
         let facts = HostFacts::gather(config, &resolv, &mut *b.link, &mut *b.fw, &mut *b.sys)
@@ -232,9 +236,14 @@ fn cmd_teardown(paths: &Paths, dry_run: bool) -> Result<()> {
     };
     let read_all = Config {
         iptables: rec.firewall.is_some(),
+        firewall_backend: rec.firewall_backend,
         ..Config::default()
     };
-    let mut b = Backends::open(&paths.iptables_backend, read_all.iptables)?;
+    let mut b = Backends::open(
+        &paths.iptables_backend,
+        read_all.iptables,
+        read_all.firewall_backend,
+    )?;
     let mut facts = HostFacts::gather(&read_all, "", &mut *b.link, &mut *b.fw, &mut *b.sys)
         .context("reading the host")?;
 

@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::Args;
 use netcore::config::{
-    HELP_BIP, HELP_BRIDGE, HELP_FIXED_CIDR, HELP_ICC, HELP_IP, HELP_IP_FORWARD,
-    HELP_IP_FORWARD_NO_DROP, HELP_IP_MASQ, HELP_IPTABLES, HELP_MTU, HELP_USERLAND_PROXY,
-    NetworkMode, RawConfig,
+    HELP_BIP, HELP_BRIDGE, HELP_FIREWALL_BACKEND, HELP_FIXED_CIDR, HELP_ICC, HELP_IP,
+    HELP_IP_FORWARD, HELP_IP_FORWARD_NO_DROP, HELP_IP_MASQ, HELP_IPTABLES, HELP_MTU,
+    HELP_USERLAND_PROXY, NetworkMode, RawConfig,
 };
 
 /// The network flags. Every one is optional here so that a flag can be told apart from a
@@ -54,6 +54,10 @@ pub struct NetFlags {
           value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     userland_proxy: Option<bool>,
+
+    #[arg(long = "firewall-backend", global = true, help = HELP_FIREWALL_BACKEND,
+          value_name = "iptables|nftables")]
+    firewall_backend: Option<String>,
 }
 
 impl NetFlags {
@@ -70,6 +74,7 @@ impl NetFlags {
             mtu: self.mtu,
             ip: self.ip.clone(),
             userland_proxy: self.userland_proxy,
+            firewall_backend: self.firewall_backend.clone(),
         }
     }
 }

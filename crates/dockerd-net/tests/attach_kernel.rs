@@ -110,7 +110,8 @@ fn setup(dir: &Path, userland_proxy: bool) -> Setup {
 }
 
 fn start(s: &Setup) -> Service {
-    let b = Backends::open("auto", false).expect("backends");
+    let b = Backends::open("auto", false, netcore::config::FirewallBackend::Iptables)
+        .expect("backends");
     let reaper = Reaper::start().expect("the reaper starts");
     Service::start(s, b, Box::new(NoProxies), reaper).expect("starts")
 }

@@ -50,6 +50,29 @@ pub struct Config {
     pub default_ip: Ipv4Addr,
     /// `--userland-proxy` (default true); false means hairpin NAT.
     pub userland_proxy: bool,
+    /// `--firewall-backend` (Docker 29's option; default iptables).
+    #[serde(default)]
+    pub firewall_backend: FirewallBackend,
+}
+
+/// Where the rules live: iptables' tables (Docker's rules, `iptables-save` identical to
+/// Docker's), or dockerd-net's own nftables table (see [`crate::nftables`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallBackend {
+    #[default]
+    Iptables,
+    Nftables,
+}
+
+impl FirewallBackend {
+    /// The option's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            FirewallBackend::Iptables => "iptables",
+            FirewallBackend::Nftables => "nftables",
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +89,7 @@ impl Default for Config {
             mtu: None,
             default_ip: Ipv4Addr::UNSPECIFIED,
             userland_proxy: true,
+            firewall_backend: FirewallBackend::Iptables,
         }
     }
 }
@@ -114,6 +138,8 @@ pub const HELP_MTU: &str = "Set the containers network MTU\nif no value is provi
 pub const HELP_IP: &str = "Default IP address to use when binding container ports";
 /// Help text of `--userland-proxy` (modern Docker's, verbatim).
 pub const HELP_USERLAND_PROXY: &str = "Use userland proxy for loopback traffic";
+/// Help text of `--firewall-backend` (Docker 29's option; our text).
+pub const HELP_FIREWALL_BACKEND: &str = "Where to put the firewall rules: \"iptables\" (Docker's rules in iptables' tables) or \"nftables\" (table ip docker-bridges, ports and links as set elements)";
 
 /// The network options as given, before defaults and checks: from the command line (only the
 /// flags actually typed are `Some`) or from daemon.json, whose key names these are.
@@ -156,6 +182,9 @@ pub struct RawConfig {
     /// `"userland-proxy"` / `--userland-proxy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub userland_proxy: Option<bool>,
+    /// `"firewall-backend"` / `--firewall-backend`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall_backend: Option<String>,
 }
 
 /// The outcome of validation.
@@ -199,6 +228,9 @@ pub enum ConfigError {
         join(.0)
     )]
     Conflicts(Vec<Conflict>),
+    /// `--firewall-backend` is neither value (Docker 29's `validateFirewallBackend`).
+    #[error("invalid firewall-backend {0:?}: allowed values are \"iptables\" and \"nftables\"")]
+    InvalidFirewallBackend(String),
     /// `--ip` is not an IPv4 address (Docker's `opts.IPVar` text).
     #[error("{0} is not an ip address")]
     InvalidIp(String),
@@ -285,6 +317,12 @@ impl RawConfig {
         // Keys in lexicographic order, the order Docker's `flags.Visit` reports them in.
         let bip = pick("bip", flags.bip, file.bip, &mut conflicts);
         let bridge = pick("bridge", flags.bridge, file.bridge, &mut conflicts);
+        let firewall_backend = pick(
+            "firewall-backend",
+            flags.firewall_backend,
+            file.firewall_backend,
+            &mut conflicts,
+        );
         let fixed_cidr = pick(
             "fixed-cidr",
             flags.fixed_cidr,
@@ -329,6 +367,7 @@ impl RawConfig {
             mtu,
             ip,
             userland_proxy,
+            firewall_backend,
         })
     }
 
@@ -350,6 +389,11 @@ impl RawConfig {
             None | Some(0) => None,
             Some(mtu) if (MIN_MTU..=MAX_MTU).contains(&mtu) => Some(mtu),
             Some(mtu) => return Err(ConfigError::InvalidMtu(mtu)),
+        };
+        let firewall_backend = match self.firewall_backend.as_deref() {
+            None | Some("") | Some("iptables") => FirewallBackend::Iptables,
+            Some("nftables") => FirewallBackend::Nftables,
+            Some(other) => return Err(ConfigError::InvalidFirewallBackend(other.to_owned())),
         };
         let iptables = self.iptables.unwrap_or(true);
         let icc = self.icc.unwrap_or(true);
@@ -412,6 +456,7 @@ impl RawConfig {
             mtu,
             default_ip,
             userland_proxy: self.userland_proxy.unwrap_or(true),
+            firewall_backend,
         }))
     }
 }
@@ -527,12 +572,14 @@ mod tests {
                 ip: Some("127.0.0.1".into()),
                 userland_proxy: Some(false),
                 bridge: None,
+                firewall_backend: Some("nftables".into()),
             }
             .validate()
             .expect("valid"),
         );
         assert!(c.iptables && !c.ip_forward && c.ip_forward_no_drop && !c.ip_masq && !c.icc);
         assert!(!c.userland_proxy);
+        assert_eq!(c.firewall_backend, FirewallBackend::Nftables);
         assert_eq!(c.bip, Some(net("10.20.0.1/16")), "bip stays unmasked");
         assert_eq!(
             c.fixed_cidr,
@@ -936,6 +983,7 @@ mod tests {
             mtu: Some(1500),
             ip: Some("0.0.0.0".into()),
             userland_proxy: Some(true),
+            firewall_backend: Some("iptables".into()),
         };
         let Err(ConfigError::Conflicts(conflicts)) = RawConfig::merge(all.clone(), all) else {
             panic!("expected conflicts");
@@ -946,6 +994,7 @@ mod tests {
             [
                 "bip",
                 "bridge",
+                "firewall-backend",
                 "fixed-cidr",
                 "icc",
                 "ip",

@@ -13,10 +13,11 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, FirewallBackend};
 use crate::firewall::{self, Batch, PortMapping, Rule, Table};
 use crate::ipam::{IpAllocator, IpamError};
 use crate::mac::{self, MacAddr};
+use crate::nftables::{self, Element, NftOp};
 use crate::ports::{PortAllocator, PortError, Proto};
 
 /// A container's network interface, as `allocate_interface` answers it.
@@ -61,6 +62,9 @@ pub struct Effect<T> {
     pub value: T,
     /// At most one batch per table, in the order to apply them.
     pub firewall: Vec<Batch>,
+    /// With `--firewall-backend nftables` (and then `firewall` is empty): at most one op,
+    /// adding or deleting set elements, applied as one transaction.
+    pub nft: Vec<NftOp>,
 }
 
 /// Why a request was refused. [`HandlerError::kind`] classifies it for an API.
@@ -149,6 +153,9 @@ pub struct Network {
     icc: bool,
     hairpin: bool,
     default_ip: Ipv4Addr,
+    /// States saved before the option existed are iptables ones.
+    #[serde(default)]
+    firewall_backend: FirewallBackend,
     ipam: IpAllocator,
     ports: PortAllocator,
     endpoints: BTreeMap<String, Endpoint>,
@@ -164,6 +171,7 @@ impl Network {
             icc: config.icc,
             hairpin: !config.userland_proxy,
             default_ip: config.default_ip,
+            firewall_backend: config.firewall_backend,
             ipam: IpAllocator::new(addr, config.fixed_cidr)?,
             ports: PortAllocator::new(),
             endpoints: BTreeMap::new(),
@@ -247,9 +255,11 @@ impl Network {
             .remove(id)
             .ok_or_else(|| HandlerError::NothingToRelease(id.to_owned()))?;
         let mut rules = Vec::new();
+        let mut elements = Vec::new();
         for m in &ep.ports {
             self.ports.release(m.host_ip, m.proto, m.host_port);
             rules.extend(firewall::port_rules(&self.bridge, m, self.hairpin));
+            elements.extend(self.port_elements(m));
         }
         let gone: Vec<LinkSpec> = self
             .links
@@ -260,12 +270,14 @@ impl Network {
         for l in gone {
             self.links.remove(&l);
             rules.extend(self.link_rules(&l));
+            elements.extend(self.link_element(&l));
         }
         self.ipam.release(ep.ip);
         let firewall = self.batches(&rules, Change::Remove);
         Ok(Effect {
             value: ep,
             firewall,
+            nft: self.nft_ops(elements, Change::Remove),
         })
     }
 
@@ -306,6 +318,7 @@ impl Network {
         Ok(Effect {
             value: m,
             firewall: self.batches(&rules, Change::Add),
+            nft: self.nft_ops(self.port_elements(&m), Change::Add),
         })
     }
 
@@ -335,6 +348,7 @@ impl Network {
         Ok(Effect {
             value: m,
             firewall: self.batches(&rules, Change::Remove),
+            nft: self.nft_ops(self.port_elements(&m), Change::Remove),
         })
     }
 
@@ -356,6 +370,7 @@ impl Network {
         }
         let mut changed = Vec::new();
         let mut rules = Vec::new();
+        let mut elements = Vec::new();
         for &(port, proto) in ports {
             let spec = LinkSpec {
                 parent,
@@ -370,12 +385,14 @@ impl Network {
             };
             if did {
                 rules.extend(self.link_rules(&spec));
+                elements.extend(self.link_element(&spec));
                 changed.push(spec);
             }
         }
         let change = if enable { Change::Add } else { Change::Remove };
         Ok(Effect {
             firewall: self.batches(&rules, change),
+            nft: self.nft_ops(elements, change),
             value: changed,
         })
     }
@@ -395,6 +412,78 @@ impl Network {
         rules
     }
 
+    /// Every set element the current state needs (`--firewall-backend nftables`), sorted: a
+    /// daemon re-adds these on start.
+    pub fn elements(&self) -> Vec<Element> {
+        let mut all = BTreeSet::new();
+        for ep in self.endpoints.values() {
+            for m in &ep.ports {
+                all.insert(nftables::dnat_element(m));
+                all.extend(nftables::shared_port_elements(m));
+            }
+        }
+        for l in &self.links {
+            all.extend(self.link_element(l));
+        }
+        all.into_iter().collect()
+    }
+
+    /// The firewall backend this state was made for.
+    pub fn firewall_backend(&self) -> FirewallBackend {
+        self.firewall_backend
+    }
+
+    /// The elements to add for a mapping just recorded, or to delete for one just removed:
+    /// its DNAT element, plus the elements it shares with other mappings of the same
+    /// container port when no other mapping is left (or, when adding, was there) to need
+    /// them. Must be called after the state change.
+    fn port_elements(&self, m: &PortMapping) -> Vec<Element> {
+        let mut els = vec![nftables::dnat_element(m)];
+        let users = self
+            .endpoints
+            .values()
+            .flat_map(|ep| &ep.ports)
+            .filter(|o| {
+                o.container_ip == m.container_ip
+                    && o.proto == m.proto
+                    && o.container_port == m.container_port
+            })
+            .count();
+        // After an add, `m` itself is the one user; after a removal, nobody is left.
+        let present = self
+            .endpoints
+            .values()
+            .flat_map(|ep| &ep.ports)
+            .any(|o| o == m);
+        if users == usize::from(present) {
+            els.extend(nftables::shared_port_elements(m));
+        }
+        els
+    }
+
+    fn link_element(&self, l: &LinkSpec) -> Option<Element> {
+        (!self.icc).then(|| nftables::link_element(l.parent, l.child, l.port, l.proto))
+    }
+
+    fn nft_ops(&self, elements: Vec<Element>, change: Change) -> Vec<NftOp> {
+        if !self.iptables || self.firewall_backend != FirewallBackend::Nftables {
+            return Vec::new();
+        }
+        // Two mappings released together may share elements: each goes once.
+        let elements: Vec<Element> = elements
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if elements.is_empty() {
+            return Vec::new();
+        }
+        vec![match change {
+            Change::Add => NftOp::AddElements(elements),
+            Change::Remove => NftOp::DelElements(elements),
+        }]
+    }
+
     fn link_rules(&self, l: &LinkSpec) -> Vec<Rule> {
         if self.icc {
             return Vec::new();
@@ -404,7 +493,7 @@ impl Network {
 
     /// One batch per table: nat first (DNAT before the ACCEPT that lets it through).
     fn batches(&self, rules: &[Rule], change: Change) -> Vec<Batch> {
-        if !self.iptables {
+        if !self.iptables || self.firewall_backend == FirewallBackend::Nftables {
             // Docker: without iptables the portmapper's chain is nil and forwarding is a no-op.
             return Vec::new();
         }

@@ -17,9 +17,10 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::{self, BridgeDecision, BridgeError};
-use crate::config::Config;
+use crate::config::{Config, FirewallBackend};
 use crate::firewall::{self, Batch, BridgeFirewall, FirewallError, Listing, Policy, Table};
 use crate::mac::{self, MacAddr};
+use crate::nftables::{self, NftOp};
 use crate::ops::{
     BridgeSpec, FirewallOps, IP_FORWARD, LinkInfo, LinkOps, OpsError, RouteV4, SysctlOps,
 };
@@ -71,29 +72,31 @@ impl HostFacts {
                 .ok()
                 .map(|v| v.trim() == "1")
         };
-        let (filter, nat) = if config.iptables {
-            let texts = fw
-                .save_tables(&[Table::Filter, Table::Nat])
-                .map_err(InitError::read("read iptables tables filter and nat"))?;
-            match texts.as_slice() {
-                [filter, nat] => (
-                    Some(Listing::parse(Table::Filter, filter)?),
-                    Some(Listing::parse(Table::Nat, nat)?),
-                ),
-                other => {
-                    return Err(InitError::Read {
-                        what: "read iptables tables filter and nat".into(),
-                        source: OpsError::new(
-                            "save iptables tables",
-                            crate::ops::OpsErrorKind::Other,
-                            format!("expected 2 listings, got {}", other.len()),
-                        ),
-                    });
+        // With --firewall-backend nftables, iptables' tables are not ours to read or write.
+        let (filter, nat) =
+            if config.iptables && config.firewall_backend == FirewallBackend::Iptables {
+                let texts = fw
+                    .save_tables(&[Table::Filter, Table::Nat])
+                    .map_err(InitError::read("read iptables tables filter and nat"))?;
+                match texts.as_slice() {
+                    [filter, nat] => (
+                        Some(Listing::parse(Table::Filter, filter)?),
+                        Some(Listing::parse(Table::Nat, nat)?),
+                    ),
+                    other => {
+                        return Err(InitError::Read {
+                            what: "read iptables tables filter and nat".into(),
+                            source: OpsError::new(
+                                "save iptables tables",
+                                crate::ops::OpsErrorKind::Other,
+                                format!("expected 2 listings, got {}", other.len()),
+                            ),
+                        });
+                    }
                 }
-            }
-        } else {
-            (None, None)
-        };
+            } else {
+                (None, None)
+            };
         Ok(Self {
             links,
             routes,
@@ -127,6 +130,11 @@ pub enum Step {
     SetUp { link: String },
     /// Apply one `iptables-restore --noflush` batch.
     Firewall(Batch),
+    /// `--firewall-backend nftables`: create (or replace) table ip docker-bridges for these
+    /// parameters, in one transaction.
+    NftReplace(BridgeFirewall),
+    /// Undo of [`Step::NftReplace`]: delete the table (and every element in it).
+    NftDelete(BridgeFirewall),
     /// Set `net.ipv4.conf.<link>.route_localnet`: in hairpin mode, DNAT of 127.0.0.1 to a
     /// container must be routable (modern Docker, `setupLoopbackAddresses`).
     RouteLocalnet { link: String, enable: bool },
@@ -162,6 +170,9 @@ impl Step {
             },
             Step::SetUp { link } => Step::SetDown { link: link.clone() },
             Step::Firewall(batch) => Step::Firewall(firewall::undo_of(batch)),
+            Step::NftReplace(fw) => Step::NftDelete(fw.clone()),
+            // The table comes back without elements: teardown runs with no containers left.
+            Step::NftDelete(fw) => Step::NftReplace(fw.clone()),
             Step::IpForward { enable } => Step::IpForward { enable: !enable },
             Step::RouteLocalnet { link, enable } => Step::RouteLocalnet {
                 link: link.clone(),
@@ -200,6 +211,11 @@ impl Step {
             Step::DeleteLink { name } => link.delete_link(name),
             Step::DelAddr { link: l, addr } => link.del_addr(l, *addr),
             Step::Firewall(batch) => fw.apply(batch),
+            Step::NftReplace(params) => fw.nft_apply(&[NftOp::ReplaceTable {
+                table: nftables::bridge_table(params),
+                elements: Vec::new(),
+            }]),
+            Step::NftDelete(_) => fw.nft_apply(&[NftOp::DeleteTable]),
             Step::IpForward { enable } => sys.write(IP_FORWARD, if *enable { "1" } else { "0" }),
             Step::RouteLocalnet { link: l, enable } => {
                 sys.write(&route_localnet_key(l), if *enable { "1" } else { "0" })
@@ -237,6 +253,14 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
+            Step::NftReplace(params) => {
+                write!(
+                    f,
+                    "nft -f - <<EOF\n{}EOF",
+                    nftables::bridge_table(params).render()
+                )
+            }
+            Step::NftDelete(_) => write!(f, "nft delete table ip {}", nftables::TABLE),
             Step::IpForward { enable } => {
                 write!(f, "set {IP_FORWARD} to {}", if *enable { 1 } else { 0 })
             }
@@ -325,7 +349,18 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
         });
     }
 
-    if let (Some(filter), Some(nat)) = (&facts.filter, &facts.nat) {
+    let nft = config.iptables && config.firewall_backend == FirewallBackend::Nftables;
+    if nft {
+        steps.push(Step::NftReplace(BridgeFirewall::from_config(
+            config, &name, addr,
+        )));
+        // Docker 29 with nftables does not turn forwarding on (nor set any FORWARD policy):
+        // it refuses to start while forwarding is off, unless --ip-forward=false says the
+        // admin knows (docs.docker.com, "Docker with nftables", IP forwarding).
+        if config.ip_forward && facts.ip_forward == Some(false) {
+            return Err(InitError::ForwardingDisabled);
+        }
+    } else if let (Some(filter), Some(nat)) = (&facts.filter, &facts.nat) {
         let rules = firewall::bridge_rules(&BridgeFirewall::from_config(config, &name, addr));
         // nat first, as Docker's setupIPTables starts with the masquerade rule.
         for (table, listing) in [(Table::Nat, nat), (Table::Filter, filter)] {
@@ -335,7 +370,7 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
         }
     }
 
-    if config.ip_forward && facts.ip_forward != Some(true) {
+    if !nft && config.ip_forward && facts.ip_forward != Some(true) {
         steps.push(Step::IpForward { enable: true });
         // When it is us who turn forwarding on, FORWARD's policy may change too (see
         // `firewall::forward_policy`); when forwarding was already on, it stays untouched.
@@ -503,6 +538,10 @@ pub enum InitError {
     Bridge(#[from] BridgeError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    #[error(
+        "IPv4 forwarding is disabled (net.ipv4.ip_forward=0); with --firewall-backend=nftables dockerd-net does not enable it: run `sysctl -w net.ipv4.ip_forward=1` (and block unwanted forwarding between other interfaces), or start with --ip-forward=false"
+    )]
+    ForwardingDisabled,
     #[error("{what}: {source}")]
     Read {
         what: String,

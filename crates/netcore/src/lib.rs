@@ -18,6 +18,7 @@
 //! | [`ipam`] | which IP a container gets |
 //! | [`ports`] | which host port a mapping gets |
 //! | [`firewall`] | the iptables rules, as data |
+//! | [`nftables`] | the native nftables table (`--firewall-backend nftables`): sets, maps, chains |
 //! | [`init`] | the start-up sequence, its rollback and idempotence |
 //! | [`attach`] | plugging a container's namespace into the bridge |
 //! | [`handlers`] | the per-container requests |
@@ -36,6 +37,7 @@ pub mod ipam;
 pub mod kernel;
 pub mod mac;
 pub mod netrange;
+pub mod nftables;
 pub mod ops;
 pub mod ports;
 pub mod resolvconf;

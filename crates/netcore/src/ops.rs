@@ -158,6 +158,25 @@ pub trait FirewallOps {
     }
     /// Sets the policy of a built-in chain.
     fn set_policy(&mut self, table: Table, chain: &str, policy: Policy) -> Result<(), OpsError>;
+    /// Applies native nftables changes (`--firewall-backend nftables`) as one transaction:
+    /// all of them or none. Backends without native nftables refuse.
+    fn nft_apply(&mut self, ops: &[crate::nftables::NftOp]) -> Result<(), OpsError> {
+        let _ = ops;
+        Err(OpsError::new(
+            "apply nftables changes",
+            OpsErrorKind::Unavailable,
+            "this firewall backend has no native nftables support (use --firewall-backend iptables)",
+        ))
+    }
+    /// The elements of our table's sets and maps, sorted, or `None` when the table does not
+    /// exist. Used at daemon start to compare the kernel with the saved state.
+    fn nft_elements(&mut self) -> Result<Option<Vec<crate::nftables::Element>>, OpsError> {
+        Err(OpsError::new(
+            "list nftables elements",
+            OpsErrorKind::Unavailable,
+            "this firewall backend has no native nftables support",
+        ))
+    }
 }
 
 /// Applies additive batches (see [`Batch::is_additive`]) together with

@@ -9,6 +9,7 @@
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::config::FirewallBackend;
 use crate::firewall::{self, BridgeFirewall, Policy, Table};
 use crate::init::{Applied, HostFacts, Plan, Step};
 
@@ -40,6 +41,9 @@ pub struct InitRecord {
     pub previous_forward_policy: Option<Policy>,
     /// The parameters of the rule set we installed (teardown removes exactly these rules).
     pub firewall: Option<BridgeFirewall>,
+    /// Where those rules are (records written before the option existed: iptables).
+    #[serde(default)]
+    pub firewall_backend: FirewallBackend,
 }
 
 impl InitRecord {
@@ -65,6 +69,7 @@ impl InitRecord {
                 enabled_ip_forward: false,
                 previous_forward_policy: None,
                 firewall: None,
+                firewall_backend: FirewallBackend::Iptables,
             },
         };
         for step in &applied.done {
@@ -82,6 +87,8 @@ impl InitRecord {
                 Step::ForwardPolicy { previous, .. } => {
                     rec.previous_forward_policy.get_or_insert(*previous);
                 }
+                Step::NftReplace(_) => rec.firewall_backend = FirewallBackend::Nftables,
+                Step::Firewall(_) => rec.firewall_backend = FirewallBackend::Iptables,
                 _ => {}
             }
         }
@@ -97,7 +104,11 @@ impl InitRecord {
 /// now (`facts` must include the firewall listings when the record has rules).
 pub fn plan(record: &InitRecord, facts: &HostFacts) -> Plan {
     let mut steps = Vec::new();
-    if let Some(params) = &record.firewall {
+    if let Some(params) = &record.firewall
+        && record.firewall_backend == FirewallBackend::Nftables
+    {
+        steps.push(Step::NftDelete(params.clone()));
+    } else if let Some(params) = &record.firewall {
         let rules = firewall::bridge_rules(params);
         // filter first: its FORWARD jumps reference nothing in nat, but removing the
         // filter DOCKER chain needs its jump gone, which plan_remove orders itself.

@@ -21,7 +21,8 @@ fn every_networking_key_uses_dockers_name() {
             "icc": true,
             "mtu": 1450,
             "ip": "127.0.0.1",
-            "userland-proxy": false
+            "userland-proxy": false,
+            "firewall-backend": "nftables"
         }"#,
     );
     assert_eq!(
@@ -38,6 +39,7 @@ fn every_networking_key_uses_dockers_name() {
             mtu: Some(1450),
             ip: Some("127.0.0.1".into()),
             userland_proxy: Some(false),
+            firewall_backend: Some("nftables".into()),
         }
     );
     assert_eq!(parse(r#"{"bridge": "br0"}"#).bridge.as_deref(), Some("br0"));

@@ -49,7 +49,12 @@ pub fn run(opts: Options) -> Result<()> {
         .name("dockerd-net-worker".into())
         .spawn(move || {
             let _alive = alive_tx;
-            let started = Backends::open(&backend, setup.config.iptables).and_then(|b| {
+            let started = Backends::open(
+                &backend,
+                setup.config.iptables,
+                setup.config.firewall_backend,
+            )
+            .and_then(|b| {
                 // Spawned from this thread: the reaper's link backend is in our namespace.
                 let reaper = Reaper::start()?;
                 let proxies: Box<dyn Proxies> = if setup.config.userland_proxy {

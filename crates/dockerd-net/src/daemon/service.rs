@@ -36,10 +36,12 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
 use netcore::attach::{self, AttachRequest, AttachSide};
 use netcore::config::Config;
+use netcore::config::FirewallBackend;
 use netcore::firewall::{self, Batch, Listing, PortMapping, Table};
 use netcore::handlers::{Endpoint, HandlerError, Interface, LinkSpec, Network};
 use netcore::ifname::IfName;
 use netcore::mac::MacAddr;
+use netcore::nftables::{self, Element, NftOp};
 use netcore::ops::{OpsErrorKind, REAP_GROUP};
 use netcore::ports::Proto;
 use tokio::sync::{mpsc, oneshot};
@@ -434,7 +436,7 @@ impl Service {
         if detaching.is_some() {
             self.attachments.remove(id);
         }
-        if let Err(e) = self.apply_firewall(&effect.firewall) {
+        if let Err(e) = self.apply_firewall(&effect.firewall, &effect.nft) {
             let ops = self.restore_endpoint(id, &ep, &links, detaching);
             self.compensate(&ops);
             return Err(e);
@@ -483,7 +485,7 @@ impl Service {
             self.revert(release);
             return Err(e);
         }
-        let applied = match self.apply_firewall(&effect.firewall) {
+        let applied = match self.apply_firewall(&effect.firewall, &effect.nft) {
             Ok(applied) => applied,
             Err(e) => {
                 self.revert(release);
@@ -522,7 +524,7 @@ impl Service {
             self.revert(reallocate);
             return Err(e);
         }
-        if let Err(e) = self.apply_firewall(&effect.firewall) {
+        if let Err(e) = self.apply_firewall(&effect.firewall, &effect.nft) {
             self.revert(reallocate);
             self.compensate(&[Op::AllocatePort {
                 id: id.clone(),
@@ -562,7 +564,7 @@ impl Service {
             self.revert(undo);
             return Err(e);
         }
-        if let Err(e) = self.apply_firewall(&effect.firewall) {
+        if let Err(e) = self.apply_firewall(&effect.firewall, &effect.nft) {
             self.revert(undo);
             self.compensate(&[Op::Link {
                 parent,
@@ -1072,7 +1074,71 @@ impl Service {
     /// A removal batch that fails is retried with only the lines whose rule is still there
     /// (someone may have flushed a chain): Docker 1.3's Unmap logs a failed delete and
     /// carries on, and a release must not be impossible because a rule is already gone.
-    fn apply_firewall(&mut self, batches: &[Batch]) -> Result<Vec<Batch>, ServiceError> {
+    /// Applies a handler's firewall changes: iptables batches, or (`--firewall-backend
+    /// nftables`) element changes. On failure nothing of it is left applied.
+    fn apply_firewall(
+        &mut self,
+        batches: &[Batch],
+        nft: &[NftOp],
+    ) -> Result<AppliedFirewall, ServiceError> {
+        let mut applied = AppliedFirewall::default();
+        for op in nft {
+            let result = match self.b.fw.nft_apply(std::slice::from_ref(op)) {
+                Ok(()) => Ok(Some(op.clone())),
+                Err(e) => match op {
+                    NftOp::DelElements(els) => self.del_present_elements(els).map_err(|e2| {
+                        anyhow!(
+                            "{e}; retrying with only the elements still present failed too: {e2:#}"
+                        )
+                    }),
+                    _ => Err(anyhow!(e)),
+                },
+            };
+            match result {
+                Ok(Some(done)) => applied.nft.push(done),
+                Ok(None) => {}
+                Err(e) => {
+                    self.undo_firewall(&applied);
+                    return Err(ServiceError::host(
+                        "applying the nftables changes (the request was reverted)",
+                        format!("{e:#}"),
+                    ));
+                }
+            }
+        }
+        match self.apply_batches(batches) {
+            Ok(done) => {
+                applied.batches = done;
+                Ok(applied)
+            }
+            Err(e) => {
+                self.undo_firewall(&applied);
+                Err(e)
+            }
+        }
+    }
+
+    /// A deletion failed (someone removed an element behind our back): delete those still
+    /// there, as the iptables path does with rules.
+    fn del_present_elements(&mut self, els: &[Element]) -> Result<Option<NftOp>> {
+        let present = self.b.fw.nft_elements()?.unwrap_or_default();
+        let left: Vec<Element> = els
+            .iter()
+            .filter(|e| present.contains(e))
+            .cloned()
+            .collect();
+        for gone in els.iter().filter(|e| !present.contains(e)) {
+            tracing::warn!(set = gone.set, "element already gone: {}", gone.render());
+        }
+        if left.is_empty() {
+            return Ok(None);
+        }
+        let op = NftOp::DelElements(left);
+        self.b.fw.nft_apply(std::slice::from_ref(&op))?;
+        Ok(Some(op))
+    }
+
+    fn apply_batches(&mut self, batches: &[Batch]) -> Result<Vec<Batch>, ServiceError> {
         // The common case, publishing: both tables in one iptables-restore (one process
         // instead of two). Only for additive batches, whose undo is safe whether or not
         // their table was committed before the failure (tables are committed one by one).
@@ -1098,7 +1164,7 @@ impl Service {
                 Ok(Some(applied)) => done.push(applied),
                 Ok(None) => {}
                 Err(e) => {
-                    self.undo_firewall(&done);
+                    self.undo_batches(&done);
                     return Err(ServiceError::host(
                         "applying the firewall rules (the request was reverted)",
                         format!("{e:#}"),
@@ -1137,7 +1203,20 @@ impl Service {
         Ok(Some(present))
     }
 
-    fn undo_firewall(&mut self, applied: &[Batch]) {
+    fn undo_firewall(&mut self, applied: &AppliedFirewall) {
+        self.undo_batches(&applied.batches);
+        for op in applied.nft.iter().rev() {
+            if let Some(undo) = op.undo_of_elements()
+                && let Err(e) = self.b.fw.nft_apply(&[undo])
+            {
+                tracing::error!(
+                    "undoing an nftables change failed: {e}; the next start re-applies the state"
+                );
+            }
+        }
+    }
+
+    fn undo_batches(&mut self, applied: &[Batch]) {
         for batch in applied.iter().rev() {
             let undo = firewall::undo_of(batch);
             if let Err(e) = self.b.fw.apply(&undo) {
@@ -1152,6 +1231,9 @@ impl Service {
     fn reconcile(&mut self) -> Result<()> {
         if !self.iptables {
             return Ok(());
+        }
+        if self.net.firewall_backend() == FirewallBackend::Nftables {
+            return self.reconcile_elements();
         }
         let wanted = self.net.rules();
         // nat first, as the handlers do: the DNAT before the ACCEPT that lets it through.
@@ -1182,6 +1264,43 @@ impl Service {
                 );
                 self.b.fw.apply(&batch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The nftables counterpart of [`Self::reconcile`]: the table's elements become exactly
+    /// the state's, in one transaction.
+    fn reconcile_elements(&mut self) -> Result<()> {
+        let wanted = self.net.elements();
+        let present = self
+            .b
+            .fw
+            .nft_elements()?
+            .ok_or_else(|| anyhow!("table ip {} is missing after init", nftables::TABLE))?;
+        let stale: Vec<Element> = present
+            .iter()
+            .filter(|e| !wanted.contains(e))
+            .cloned()
+            .collect();
+        let missing: Vec<Element> = wanted
+            .iter()
+            .filter(|e| !present.contains(e))
+            .cloned()
+            .collect();
+        let mut ops = Vec::new();
+        if !stale.is_empty() {
+            ops.push(NftOp::DelElements(stale.clone()));
+        }
+        if !missing.is_empty() {
+            ops.push(NftOp::AddElements(missing.clone()));
+        }
+        if !ops.is_empty() {
+            self.b.fw.nft_apply(&ops)?;
+            tracing::info!(
+                added = missing.len(),
+                removed = stale.len(),
+                "re-applied the saved state's nftables elements"
+            );
         }
         Ok(())
     }
@@ -1514,6 +1633,13 @@ impl TryFrom<api::Detach> for Command {
             wait: r.wait,
         })
     }
+}
+
+/// What [`Service::apply_firewall`] applied, for its undo.
+#[derive(Debug, Default)]
+struct AppliedFirewall {
+    batches: Vec<Batch>,
+    nft: Vec<NftOp>,
 }
 
 #[cfg(test)]
