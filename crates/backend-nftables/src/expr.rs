@@ -27,20 +27,20 @@ use crate::nl::Attrs;
 pub struct Unsupported(pub String);
 
 // <linux/netfilter/nf_tables.h>
-const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
-const NFT_META_IIFNAME: u32 = 6;
-const NFT_META_OIFNAME: u32 = 7;
-const NFT_META_L4PROTO: u32 = 16;
+pub(crate) const NFT_META_IIFNAME: u32 = 6;
+pub(crate) const NFT_META_OIFNAME: u32 = 7;
+pub(crate) const NFT_META_L4PROTO: u32 = 16;
 const NFTA_CMP_SREG: u16 = 1;
 const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
-const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
@@ -48,8 +48,8 @@ const NFTA_PAYLOAD_DREG: u16 = 1;
 const NFTA_PAYLOAD_BASE: u16 = 2;
 const NFTA_PAYLOAD_OFFSET: u16 = 3;
 const NFTA_PAYLOAD_LEN: u16 = 4;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+pub(crate) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub(crate) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFTA_BITWISE_SREG: u16 = 1;
 const NFTA_BITWISE_DREG: u16 = 2;
 const NFTA_BITWISE_LEN: u16 = 3;
@@ -68,13 +68,13 @@ const NFTA_COMPAT_REV: u16 = 2;
 const NFTA_COMPAT_INFO: u16 = 3;
 
 /// `NFT_REG_VERDICT` and `NFT_REG_1`, the registers iptables-nft uses.
-const REG_VERDICT: u32 = 0;
-const REG_1: u32 = 1;
+pub(crate) const REG_VERDICT: u32 = 0;
+pub(crate) const REG_1: u32 = 1;
 
 // Verdict codes (`<linux/netfilter.h>`, `<linux/netfilter/nf_tables.h>`), as signed 32-bit.
-const NF_DROP: i32 = 0;
-const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
+pub(crate) const NF_DROP: i32 = 0;
+pub(crate) const NF_ACCEPT: i32 = 1;
+pub(crate) const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
@@ -304,26 +304,32 @@ fn ifname_bytes(name: &str) -> Vec<u8> {
     }
 }
 
-fn expr(list: &mut Attrs, name: &str, data: &Attrs) {
+pub(crate) fn expr(list: &mut Attrs, name: &str, data: &Attrs) {
     let mut elem = Attrs::new();
     elem.str(NFTA_EXPR_NAME, name);
     elem.nest(NFTA_EXPR_DATA, data);
     list.nest(NFTA_LIST_ELEM, &elem);
 }
 
-fn meta(list: &mut Attrs, key: u32) {
+pub(crate) fn meta(list: &mut Attrs, key: u32) {
+    meta_into(list, key, REG_1);
+}
+
+/// `meta load KEY => reg`: native nftables rules load several keys side by side (a set
+/// lookup on a concatenation), iptables-nft only ever into `REG_1`.
+pub(crate) fn meta_into(list: &mut Attrs, key: u32, reg: u32) {
     let mut d = Attrs::new();
-    d.be32(NFTA_META_KEY, key).be32(NFTA_META_DREG, REG_1);
+    d.be32(NFTA_META_KEY, key).be32(NFTA_META_DREG, reg);
     expr(list, "meta", &d);
 }
 
-fn value(bytes: &[u8]) -> Attrs {
+pub(crate) fn value(bytes: &[u8]) -> Attrs {
     let mut v = Attrs::new();
     v.put(NFTA_DATA_VALUE, bytes);
     v
 }
 
-fn cmp(list: &mut Attrs, neg: bool, bytes: &[u8]) {
+pub(crate) fn cmp(list: &mut Attrs, neg: bool, bytes: &[u8]) {
     let mut d = Attrs::new();
     d.be32(NFTA_CMP_SREG, REG_1)
         .be32(NFTA_CMP_OP, if neg { NFT_CMP_NEQ } else { NFT_CMP_EQ })
@@ -331,9 +337,14 @@ fn cmp(list: &mut Attrs, neg: bool, bytes: &[u8]) {
     expr(list, "cmp", &d);
 }
 
-fn payload(list: &mut Attrs, base: u32, offset: u32, len: u32) {
+pub(crate) fn payload(list: &mut Attrs, base: u32, offset: u32, len: u32) {
+    payload_into(list, base, offset, len, REG_1);
+}
+
+/// `payload load LEN @ BASE + OFFSET => reg` (see [`meta_into`] for why a register).
+pub(crate) fn payload_into(list: &mut Attrs, base: u32, offset: u32, len: u32, reg: u32) {
     let mut d = Attrs::new();
-    d.be32(NFTA_PAYLOAD_DREG, REG_1)
+    d.be32(NFTA_PAYLOAD_DREG, reg)
         .be32(NFTA_PAYLOAD_BASE, base)
         .be32(NFTA_PAYLOAD_OFFSET, offset)
         .be32(NFTA_PAYLOAD_LEN, len);
@@ -343,7 +354,7 @@ fn payload(list: &mut Attrs, base: u32, offset: u32, len: u32) {
 /// An address match, as iptables-nft 1.8 builds it: a byte-aligned prefix loads and compares
 /// only its bytes (`/16` is 2 bytes, `/8` 1); any other prefix loads 4 bytes and masks them.
 /// `/0` matches everything and makes no expression (iptables-save omits it too).
-fn address(list: &mut Attrs, offset: u32, neg: bool, addr: Ipv4Addr, prefix: u8) {
+pub(crate) fn address(list: &mut Attrs, offset: u32, neg: bool, addr: Ipv4Addr, prefix: u8) {
     if prefix == 0 {
         return;
     }
@@ -355,16 +366,21 @@ fn address(list: &mut Attrs, offset: u32, neg: bool, addr: Ipv4Addr, prefix: u8)
         cmp(list, neg, &net[..n]);
     } else {
         payload(list, NFT_PAYLOAD_NETWORK_HEADER, offset, 4);
-        let mut d = Attrs::new();
-        d.be32(NFTA_BITWISE_SREG, REG_1)
-            .be32(NFTA_BITWISE_DREG, REG_1)
-            .be32(NFTA_BITWISE_LEN, 4)
-            .be32(NFTA_BITWISE_OP, NFT_BITWISE_BOOL)
-            .nest(NFTA_BITWISE_MASK, &value(&mask.to_be_bytes()))
-            .nest(NFTA_BITWISE_XOR, &value(&[0; 4]));
-        expr(list, "bitwise", &d);
+        bitwise(list, &mask.to_be_bytes());
         cmp(list, neg, &net);
     }
+}
+
+/// `reg 1 = (reg 1 & mask) ^ 0`, over as many bytes as the mask has.
+pub(crate) fn bitwise(list: &mut Attrs, mask: &[u8]) {
+    let mut d = Attrs::new();
+    d.be32(NFTA_BITWISE_SREG, REG_1)
+        .be32(NFTA_BITWISE_DREG, REG_1)
+        .be32(NFTA_BITWISE_LEN, mask.len() as u32)
+        .be32(NFTA_BITWISE_OP, NFT_BITWISE_BOOL)
+        .nest(NFTA_BITWISE_MASK, &value(mask))
+        .nest(NFTA_BITWISE_XOR, &value(&vec![0; mask.len()]));
+    expr(list, "bitwise", &d);
 }
 
 fn counter(list: &mut Attrs) {
@@ -373,7 +389,7 @@ fn counter(list: &mut Attrs) {
     expr(list, "counter", &d);
 }
 
-fn immediate(list: &mut Attrs, code: i32, chain: Option<&str>) {
+pub(crate) fn immediate(list: &mut Attrs, code: i32, chain: Option<&str>) {
     let mut verdict = Attrs::new();
     verdict.be32(NFTA_VERDICT_CODE, code as u32);
     if let Some(c) = chain {

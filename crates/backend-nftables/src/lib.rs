@@ -25,12 +25,14 @@
 #![forbid(unsafe_code)]
 
 pub mod expr;
+mod native;
 pub mod nl;
 
 use std::collections::HashMap;
 
 use backend_iptables::{Flavor, Iptables};
 use netcore::firewall::{Batch, Policy, Table};
+use netcore::nftables::{Element, NftOp};
 use netcore::ops::{FirewallOps, OpsError, OpsErrorKind};
 
 use crate::expr::{Encoded, Key, Unsupported, encode, without_counters};
@@ -198,7 +200,9 @@ pub struct Nftables {
 
 impl Nftables {
     /// Opens the socket in the calling thread's network namespace; saves and fallbacks use
-    /// `iptables-nft-save`/`iptables-nft-restore`.
+    /// `iptables-nft-save`/`iptables-nft-restore`. Nothing is run or looked up here, so this
+    /// also serves hosts without any iptables program (`--firewall-backend nftables`): the
+    /// native table ([`FirewallOps::nft_apply`]) never needs one.
     pub fn open() -> Result<Self, OpsError> {
         Self::with_iptables(Iptables::new(Flavor::Nft))
     }
@@ -696,6 +700,67 @@ fn new_rule(table: Table, chain: &str, enc: &Encoded, id: u32, place: Where) -> 
     }
 }
 
+impl Nftables {
+    fn nft_apply_inner(&mut self, ops: &[NftOp]) -> Result<(), OpsError> {
+        let reqs = native::requests(ops);
+        tracing::debug!(
+            ops = ops.len(),
+            messages = reqs.len(),
+            "applying native nftables changes"
+        );
+        // The commit changes the ruleset's generation; the iptables path's cache of rule
+        // handles is tied to a generation and would notice, but forgetting it here keeps
+        // that correct without relying on the generation check.
+        self.known = None;
+        match self.nl.batch(&reqs, None) {
+            Ok(_) => Ok(()),
+            // The message the kernel refused names the op: "add element ... to ...".
+            Err(NlError::Kernel { errno, what }) => Err(OpsError::from_io(
+                what,
+                std::io::Error::from_raw_os_error(errno),
+            )),
+            Err(e) => Err(to_ops("apply nftables changes", e)),
+        }
+    }
+
+    fn nft_elements_inner(&mut self) -> Result<Option<Vec<Element>>, OpsError> {
+        let mut all = Vec::new();
+        for set in native::our_sets() {
+            let op = format!("list elements of {}", set.name);
+            match self
+                .nl
+                .dump(nl::NFT_MSG_GETSETELEM, &native::elements_dump(set.name))
+            {
+                Ok(replies) => {
+                    let elems = native::decode_elements(&set, &replies)
+                        .map_err(|e| OpsError::new(op, OpsErrorKind::Other, e))?;
+                    all.extend(elems);
+                }
+                // No table: nothing was ever set up (or it was torn down). A table without
+                // the set is not ours to describe.
+                Err(e) if e.errno() == Some(ENOENT) => {
+                    let exists = self
+                        .nl
+                        .dump(nl::NFT_MSG_GETTABLE, &Attrs::new())
+                        .map_err(|e| to_ops(&op, e))?
+                        .iter()
+                        .any(|r| {
+                            nl::attr(r, NFTA_TABLE_NAME).map(nl::str_of)
+                                == Some(netcore::nftables::TABLE)
+                        });
+                    if !exists {
+                        return Ok(None);
+                    }
+                    return Err(to_ops(&op, e));
+                }
+                Err(e) => return Err(to_ops(&op, e)),
+            }
+        }
+        all.sort();
+        Ok(Some(all))
+    }
+}
+
 fn to_ops(op: &str, e: NlError) -> OpsError {
     let kind = match e.errno() {
         Some(ENOENT) => OpsErrorKind::NotFound,
@@ -733,6 +798,15 @@ impl FirewallOps for Nftables {
         }
         let op = format!("set policy of {table} {chain} to {}", policy.name());
         self.run(&op, &[], &[(table, chain.to_owned(), policy)])
+    }
+
+    /// One nf_tables transaction for all of `ops` (see [`native`]).
+    fn nft_apply(&mut self, ops: &[NftOp]) -> Result<(), OpsError> {
+        self.nft_apply_inner(ops)
+    }
+
+    fn nft_elements(&mut self) -> Result<Option<Vec<Element>>, OpsError> {
+        self.nft_elements_inner()
     }
 }
 
