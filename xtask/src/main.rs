@@ -17,7 +17,7 @@ commands:
                 all tests (kernel tests in private network namespaces when root), the
                 unprivileged run of netcore's and backend-mock's tests, the ioctl-only
                 build, and cargo-deny (licenses, bans, sources)
-  deps          install the system packages the tests need (iptables, iproute2), as root
+  deps          install the system packages the tests need (iptables, iproute2, nftables), as root
   bench [what]  benchmarks; what = netcore (default: subnet, ipam, ports) | init | attach |
                 handlers | all
   demo          build dockerd-net, run `init` in a throwaway network namespace, show the
@@ -93,6 +93,8 @@ fn deps() -> Result<()> {
         ("iptables-restore", "iptables"),
         ("ip", "iproute2"),
         ("setpriv", "util-linux"),
+        // `nft list` is how the kernel tests read back --firewall-backend=nftables.
+        ("nft", "nftables"),
     ];
     let missing: Vec<&str> = needed
         .iter()
