@@ -416,6 +416,77 @@ impl Place for Container {
 // The world
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Firewall backends
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `flags` select `--firewall-backend=nftables` (either spelling).
+pub fn nftables_mode(flags: &[&str]) -> bool {
+    flag_value(flags, "--firewall-backend").is_some_and(|v| v == "nftables")
+}
+
+/// The value of the global flag `name` in `flags` (`--name=value` or `--name value`), the
+/// last one winning as with clap.
+fn flag_value<'a>(flags: &[&'a str], name: &str) -> Option<&'a str> {
+    let mut value = None;
+    for (i, f) in flags.iter().enumerate() {
+        if let Some(v) = f.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')) {
+            value = Some(v);
+        } else if *f == name {
+            value = flags.get(i + 1).copied();
+        }
+    }
+    value
+}
+
+/// What an admin does in the calling thread's namespace (the host) before starting
+/// `dockerd-net [flags]`: with `--firewall-backend=nftables`, dockerd-net (like Docker 29)
+/// does not turn IPv4 forwarding on and refuses to start while it is off, so the admin turns
+/// it on, unless `--ip-forward=false` says the host must not forward. A child process writes
+/// it ([`e2e_tests::set_ip_forward`]): /proc/sys/net is the writer's namespace's, and the
+/// child of the test's thread is in the host, never in the machine's namespace.
+pub fn prepare_host(flags: &[&str]) {
+    if nftables_mode(flags) && flag_value(flags, "--ip-forward") != Some("false") {
+        e2e_tests::set_ip_forward(true);
+    }
+}
+
+/// `nft <args>` in the calling thread's namespace; its stdout.
+pub fn nft(args: &[&str]) -> String {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    testns::run(&argv)
+}
+
+/// `nft list ruleset` of the calling thread's namespace.
+pub fn nft_ruleset() -> String {
+    nft(&["list", "ruleset"])
+}
+
+/// The elements of set or map `name` of `table ip docker-bridges`, as `nft list` prints them
+/// (`tcp . 32768 : 172.17.0.2 . 80`), from `nft list table ip docker-bridges` in the calling
+/// thread's namespace. Panics if the table or the set is missing.
+pub fn nft_elements(name: &str) -> Vec<String> {
+    let table = nft(&["list", "table", "ip", netcore::nftables::TABLE]);
+    let start = [format!("\tset {name} {{"), format!("\tmap {name} {{")]
+        .iter()
+        .find_map(|h| table.find(h.as_str()))
+        .unwrap_or_else(|| panic!("no set or map {name} in\n{table}"));
+    let block = &table[start..];
+    let block = &block[..block.find("\n\t}").unwrap_or(block.len())];
+    let Some(i) = block.find("elements = {") else {
+        return Vec::new();
+    };
+    let elements = &block[i + "elements = {".len()..];
+    let elements = &elements[..elements.find('}').unwrap_or(elements.len())];
+    elements
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A container: its namespace and what attach answered.
 #[derive(Debug)]
 pub struct Container {
@@ -484,9 +555,11 @@ impl World {
         }
     }
 
-    /// Starts `dockerd-net [flags] daemon` in the host and waits until it is ready.
+    /// Starts `dockerd-net [flags] daemon` in the host and waits until it is ready, having
+    /// first done what an admin does for those flags ([`prepare_host`]).
     pub fn start(&mut self, flags: &[&str]) {
         assert!(self.daemon.is_none(), "the daemon runs already");
+        prepare_host(flags);
         self.flags = flags.iter().map(|f| (*f).to_owned()).collect();
         self.daemon = Some(self.inst.start_daemon(flags));
     }
