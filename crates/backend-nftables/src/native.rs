@@ -569,14 +569,7 @@ pub(crate) enum ReadError {
 
 /// The sets and maps of our table: the same for every option set, so any options do.
 pub(crate) fn our_sets() -> Vec<SetDef> {
-    let any = netcore::firewall::BridgeFirewall {
-        bridge: String::new(),
-        subnet: Default::default(),
-        icc: true,
-        ip_masq: true,
-        hairpin: false,
-    };
-    nftables::bridge_table(&any).sets
+    nftables::sets()
 }
 
 /// The dump request for a set's elements.

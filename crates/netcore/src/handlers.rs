@@ -259,7 +259,7 @@ impl Network {
         for m in &ep.ports {
             self.ports.release(m.host_ip, m.proto, m.host_port);
             rules.extend(firewall::port_rules(&self.bridge, m, self.hairpin));
-            elements.extend(self.port_elements(m));
+            elements.extend(self.port_elements(m, Change::Remove));
         }
         let gone: Vec<LinkSpec> = self
             .links
@@ -318,7 +318,7 @@ impl Network {
         Ok(Effect {
             value: m,
             firewall: self.batches(&rules, Change::Add),
-            nft: self.nft_ops(self.port_elements(&m), Change::Add),
+            nft: self.nft_ops(self.port_elements(&m, Change::Add), Change::Add),
         })
     }
 
@@ -348,7 +348,7 @@ impl Network {
         Ok(Effect {
             value: m,
             firewall: self.batches(&rules, Change::Remove),
-            nft: self.nft_ops(self.port_elements(&m), Change::Remove),
+            nft: self.nft_ops(self.port_elements(&m, Change::Remove), Change::Remove),
         })
     }
 
@@ -437,7 +437,7 @@ impl Network {
     /// its DNAT element, plus the elements it shares with other mappings of the same
     /// container port when no other mapping is left (or, when adding, was there) to need
     /// them. Must be called after the state change.
-    fn port_elements(&self, m: &PortMapping) -> Vec<Element> {
+    fn port_elements(&self, m: &PortMapping, change: Change) -> Vec<Element> {
         let mut els = vec![nftables::dnat_element(m)];
         let users = self
             .endpoints
@@ -450,12 +450,11 @@ impl Network {
             })
             .count();
         // After an add, `m` itself is the one user; after a removal, nobody is left.
-        let present = self
-            .endpoints
-            .values()
-            .flat_map(|ep| &ep.ports)
-            .any(|o| o == m);
-        if users == usize::from(present) {
+        let alone = match change {
+            Change::Add => 1,
+            Change::Remove => 0,
+        };
+        if users == alone {
             els.extend(nftables::shared_port_elements(m));
         }
         els

@@ -297,7 +297,7 @@ impl NftOp {
 }
 
 /// The sets and maps, the same for every option set.
-fn sets() -> Vec<SetDef> {
+pub fn sets() -> Vec<SetDef> {
     use Field::*;
     vec![
         SetDef {
