@@ -547,8 +547,9 @@ fn assert_port(req: &AttachRequest) {
     assert_eq!(hairpin(&req.host_veth), req.hairpin, "{l}");
 }
 
-/// After attach, neither end of the veth has an IPv6 address (autoconfiguration was turned
-/// off while they were down), while the container's loopback keeps `::1` and the bridge,
+/// After attach, neither end of the veth has an IPv6 address (IPv6 was turned off on the host
+/// end, autoconfiguration on the container end, while they were down), and the host end has
+/// no `ff00::/8` route either, while the container's loopback keeps `::1` and the bridge,
 /// which attach does not touch, gets its link-local address as usual. The bridge is the
 /// control: its address comes through the same asynchronous link-watch work that would
 /// have given the veth ends theirs, so once it is there theirs would be too.
@@ -559,13 +560,29 @@ fn assert_no_ipv6_on_the_veth(ctr: &Container, req: &AttachRequest) {
     wait_until("the veth to be operationally up", LINK_LOCAL_WITHIN, || {
         oper_up(&req.host_veth) && ctr.run(|| oper_up(&req.ifname))
     });
-    assert_eq!(ip_addr_gen_mode(&req.host_veth).as_deref(), Some("none"));
+    let disabled = std::fs::read_to_string(format!(
+        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+        req.host_veth
+    ))
+    .expect("the host end's IPv6 settings");
+    assert_eq!(disabled.trim(), "1", "IPv6 off on the host end");
     assert_eq!(
         ip_addrs6(&req.host_veth),
         Vec::<String>::new(),
         "host end {}",
         req.host_veth
     );
+    let routes = testns::run(&[
+        "ip",
+        "-6",
+        "route",
+        "show",
+        "table",
+        "local",
+        "dev",
+        &req.host_veth,
+    ]);
+    assert_eq!(routes.trim(), "", "no IPv6 route for the host end");
     ctr.run(|| {
         assert_eq!(ip_addr_gen_mode(&req.ifname).as_deref(), Some("none"));
         assert_eq!(

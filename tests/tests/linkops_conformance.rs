@@ -207,6 +207,7 @@ fn spec(name: &str, mtu: Option<u32>) -> BridgeSpec {
         name: name.into(),
         mac: MAC,
         mtu,
+        mcast_snooping: true,
     }
 }
 
@@ -247,6 +248,7 @@ fn create_twice_is_already_exists(ops: &mut dyn LinkOps) {
             name: "cfbr0".into(),
             mac: OTHER_MAC,
             mtu: Some(1400),
+            mcast_snooping: true,
         })
         .expect_err("second create");
     assert_eq!(err.kind, OpsErrorKind::AlreadyExists, "{err}");

@@ -3,7 +3,7 @@
 //!
 //! | operation | mechanism |
 //! |---|---|
-//! | [`LinkOps::create_bridge`] | `SIOCBRADDBR`, then `SIOCSIFHWADDR` (and `SIOCSIFMTU`) |
+//! | [`LinkOps::create_bridge`] | `SIOCBRADDBR`, rtnetlink `RTM_NEWLINK` with `IFLA_BR_MCAST_SNOOPING` (no ioctl sets it), then `SIOCSIFHWADDR` (and `SIOCSIFMTU`) |
 //! | [`LinkOps::add_addr`] | `SIOCSIFADDR`, then `SIOCSIFNETMASK` |
 //! | [`LinkOps::del_addr`] | `SIOCSIFADDR` with `0.0.0.0` (IPv4 has no `SIOCDIFADDR`) |
 //! | [`LinkOps::set_up`], [`LinkOps::set_down`] | `SIOCGIFFLAGS` / `SIOCSIFFLAGS` |
@@ -15,6 +15,7 @@
 //! | [`AttachOps::set_master`] | `SIOCBRADDIF` (Docker 1.x `AddToBridge`) |
 //! | [`AttachOps::set_hairpin`] | rtnetlink `RTM_SETLINK` to `AF_BRIDGE`, `IFLA_BRPORT_MODE` |
 //! | [`AttachOps::set_ipv6_autoconf_off`] | rtnetlink `RTM_NEWLINK` with `IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE } }` (no ioctl sets it) |
+//! | [`AttachOps::disable_ipv6`] | `/proc/sys/net/ipv6/conf/LINK/disable_ipv6`, written in the sockets' namespace |
 //! | [`AttachOps::add_route`] | `SIOCADDRT` |
 //! | [`AttachOps::retire_link`] | rtnetlink `RTM_NEWLINK`: `IFLA_MASTER` 0, `IFF_UP` cleared, `IFLA_GROUP` (no ioctl sets a device group) |
 //! | [`AttachOps::delete_group`] | rtnetlink `RTM_DELLINK` with `IFLA_GROUP` |
@@ -29,9 +30,15 @@
 //! given to [`IoctlLinks::new_in`]. `/proc/thread-self/net` follows the *calling* thread
 //! instead, and `/sys/class/net` follows the namespace `/sys` was mounted in (for a thread
 //! that only unshared `CLONE_NEWNET`, still the original one), so `/sys` is never used,
-//! not even for `hairpin_mode`. [`LinkOps::links`] and [`LinkOps::routes_v4`] refuse to run
-//! on a thread whose namespace differs from the sockets', rather than mix two namespaces;
-//! every other operation works from any thread.
+//! not even for `hairpin_mode` or a bridge's `multicast_snooping`. [`LinkOps::links`] and
+//! [`LinkOps::routes_v4`] refuse to run on a thread whose namespace differs from the
+//! sockets', rather than mix two namespaces; every other operation works from any thread.
+//!
+//! `/proc/sys/net` follows the calling thread too, so [`AttachOps::disable_ipv6`] keeps the
+//! sockets' namespace open (with its device and inode) from construction: it writes the key
+//! directly when the calling thread is in that namespace (one `stat` of
+//! `/proc/thread-self/ns/net` to tell), and otherwise from a short-lived helper thread that
+//! `setns`es into it.
 //!
 //! # Limits of the ioctl interface (each documented at its method)
 //!
@@ -95,25 +102,49 @@ const ENXIO: i32 = 6;
 
 /// [`LinkOps`] over interface ioctls, and [`AttachOps`] over ioctls plus a little
 /// rtnetlink. Opens an ioctl socket and a `NETLINK_ROUTE` socket, both in one network
-/// namespace, and closes them on drop.
+/// namespace, and keeps that namespace's file open (for `/proc/sys`, see the crate
+/// documentation); closes all three on drop.
 #[derive(Debug)]
 pub struct IoctlLinks {
     sock: IfSocket,
-    /// Opened with `sock`; only [`AttachOps::create_veth`], [`AttachOps::set_hairpin`],
+    /// Opened with `sock`; only [`LinkOps::create_bridge`] (for multicast snooping),
+    /// [`AttachOps::create_veth`], [`AttachOps::set_hairpin`],
     /// [`AttachOps::set_ipv6_autoconf_off`], [`AttachOps::retire_link`],
     /// [`AttachOps::delete_group`], the deletion of a link that is not a bridge and the
     /// `EBUSY` check of [`AttachOps::set_master`] need it, so a failure to open it is
     /// reported by those.
     nl: Result<NlSocket, io::Error>,
-    /// (device, inode) of the sockets' namespace, if it could be told.
-    netns: Option<(u64, u64)>,
+    /// The sockets' namespace, if it could be opened (it always is by `new_in`).
+    netns: Option<Netns>,
+}
+
+/// A network namespace held open, with its identity.
+#[derive(Debug)]
+struct Netns {
+    /// For `setns`, from a helper thread that must act there.
+    file: File,
+    /// (device, inode), to tell whether a thread is already in it.
+    id: (u64, u64),
+}
+
+impl Netns {
+    /// The calling thread's namespace, or `None` without `/proc/thread-self` (a kernel
+    /// before 3.17, no procfs): then `/proc/sys` is written from the calling thread.
+    fn of_thread() -> Option<Self> {
+        let file = File::open(NET_NS).ok()?;
+        let meta = file.metadata().ok()?;
+        Some(Self {
+            file,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
 }
 
 /// A step failed and undoing the steps before it failed as well.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}; undoing the earlier steps also failed: {cleanup}")]
 pub struct UndoFailed {
-    pub cause: io::Error,
+    pub cause: Box<dyn std::error::Error + Send + Sync + 'static>,
     pub cleanup: io::Error,
 }
 
@@ -127,7 +158,7 @@ impl IoctlLinks {
         Ok(Self {
             sock,
             nl: NlSocket::open(),
-            netns: thread_netns(),
+            netns: Netns::of_thread(),
         })
     }
 
@@ -150,22 +181,23 @@ impl IoctlLinks {
             .metadata()
             .map(|m| (m.dev(), m.ino()))
             .map_err(|e| OpsError::from_io(&op, e))?;
-        let worker = std::thread::Builder::new()
-            .name("netns-sockets".into())
-            .spawn(
-                move || -> io::Result<(IfSocket, Result<NlSocket, io::Error>)> {
-                    // SAFETY: setns takes a descriptor and a flag word; `ns` is open for the
-                    // call. It changes only this helper thread's network namespace, and the
-                    // thread ends right after making the sockets.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    if rc != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok((IfSocket::open()?, NlSocket::open()))
-                },
-            )
-            .map_err(|e| OpsError::new(&op, OpsErrorKind::Other, e))?;
-        let (sock, nl) = match worker.join() {
+        // `ns` is kept (see `disable_ipv6`), so the helper only borrows it.
+        let joined = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("netns-sockets".into())
+                .spawn_scoped(
+                    scope,
+                    || -> io::Result<(IfSocket, Result<NlSocket, io::Error>)> {
+                        // The thread ends right after making the sockets, and its namespace
+                        // switch with it.
+                        enter_netns(&ns)?;
+                        Ok((IfSocket::open()?, NlSocket::open()))
+                    },
+                )
+                .map(|worker| worker.join())
+        })
+        .map_err(|e| OpsError::new(&op, OpsErrorKind::Other, e))?;
+        let (sock, nl) = match joined {
             Ok(Ok(socks)) => socks,
             Ok(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
                 return Err(OpsError::new(
@@ -187,7 +219,7 @@ impl IoctlLinks {
         Ok(Self {
             sock,
             nl,
-            netns: Some(id),
+            netns: Some(Netns { file: ns, id }),
         })
     }
 
@@ -330,7 +362,7 @@ impl IoctlLinks {
     /// `links` and `routes_v4` combine `/proc/thread-self` with ioctls; both must describe
     /// the same namespace.
     fn check_netns(&self, op: &str) -> Result<(), OpsError> {
-        match (self.netns, thread_netns()) {
+        match (self.netns.as_ref().map(|n| n.id), thread_netns()) {
             (Some(mine), Some(now)) if mine != now => Err(OpsError::new(
                 op,
                 OpsErrorKind::Other,
@@ -347,12 +379,23 @@ impl IoctlLinks {
 
     /// Undoes a half-made step: logs and folds an undo failure into the error.
     fn fail_with_undo(op: &str, cause: io::Error, undo: io::Result<()>) -> OpsError {
+        Self::with_undo(OpsError::from_io(op, cause), undo)
+    }
+
+    /// `err`, with the failure of the undo that followed it folded in (same op and kind).
+    fn with_undo(err: OpsError, undo: io::Result<()>) -> OpsError {
         match undo {
-            Ok(()) => OpsError::from_io(op, cause),
+            Ok(()) => err,
             Err(cleanup) => {
-                warn!(op, %cause, %cleanup, "undo failed");
-                let kind = kind_of(&cause);
-                OpsError::new(op, kind, UndoFailed { cause, cleanup })
+                warn!(op = %err.op, cause = %err.source, %cleanup, "undo failed");
+                OpsError::new(
+                    err.op,
+                    err.kind,
+                    UndoFailed {
+                        cause: err.source,
+                        cleanup,
+                    },
+                )
             }
         }
     }
@@ -455,9 +498,11 @@ impl LinkOps for IoctlLinks {
         Ok(out)
     }
 
-    /// `SIOCBRADDBR`, then `SIOCSIFHWADDR` with the MAC (before the bridge has ports, so it
-    /// never takes a port's, moby/moby#3200), then `SIOCSIFMTU` if asked. If a later step
-    /// fails the bridge is deleted again. A name of 16 bytes or more is refused before any
+    /// `SIOCBRADDBR`, then rtnetlink `RTM_NEWLINK` with `IFLA_BR_MCAST_SNOOPING` (always
+    /// sent, whatever the kernel's default: no ioctl carries it, and `/sys/class/net` would
+    /// follow the mount's namespace, not the socket's), then `SIOCSIFHWADDR` with the MAC
+    /// (before the bridge has ports, so it never takes a port's, moby/moby#3200), then
+    /// `SIOCSIFMTU` if asked. If a later step fails the bridge is deleted again. A name of 16 bytes or more is refused before any
     /// ioctl with Docker's text (`Interface name X too long`): the kernel would silently
     /// truncate it to 15 and create a bridge nobody asked for.
     fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
@@ -480,6 +525,18 @@ impl LinkOps for IoctlLinks {
             this.sock.ifreq(IfreqRequest::DelBridge, &mut r)
         };
 
+        // Right after creation, while the bridge has no port yet.
+        {
+            let on = spec.mcast_snooping;
+            let op = format!("{op}: set mcast_snooping {}", u8::from(on));
+            let res = self.nl(&op).and_then(|nl| {
+                expect_ack(&op, nl.request(|seq| nl::set_mcast_snooping(seq, name, on)))
+            });
+            if let Err(e) = res {
+                return Err(Self::with_undo(e, undo(self)));
+            }
+        }
+
         let mut r = base;
         r.set_hwaddr(ARPHRD_ETHER, spec.mac.octets());
         if let Err(e) = self.sock.ifreq(IfreqRequest::SetHwAddr, &mut r) {
@@ -501,7 +558,8 @@ impl LinkOps for IoctlLinks {
                 return Err(Self::fail_with_undo(&op, e, undo(self)));
             }
         }
-        debug!(bridge = name, mac = %spec.mac, mtu = ?spec.mtu, "created bridge");
+        debug!(bridge = name, mac = %spec.mac, mtu = ?spec.mtu,
+               mcast_snooping = spec.mcast_snooping, "created bridge");
         Ok(())
     }
 
@@ -806,6 +864,21 @@ impl AttachOps for IoctlLinks {
         Ok(())
     }
 
+    /// `1` to `/proc/sys/net/ipv6/conf/LINK/disable_ipv6` in the sockets' namespace (not
+    /// necessarily the calling thread's: see the crate documentation), then
+    /// [`backend_sysctl::finish_disable_ipv6`] for a missing key (no such link, or no IPv6
+    /// on it) and a read-only `/proc/sys` (falls back to
+    /// [`AttachOps::set_ipv6_autoconf_off`]). The names `all` and `default`, which the
+    /// kernel refuses for links, are [`OpsErrorKind::NotFound`] without a write: their keys
+    /// are the settings of every link.
+    fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
+        let op = format!("turn IPv6 off on {link}");
+        name_req(&op, link)?;
+        let key = backend_sysctl::disable_ipv6_key(link)?;
+        let written = write_sysctl_in(self.netns.as_ref(), &key, "1");
+        backend_sysctl::finish_disable_ipv6(self, link, written)
+    }
+
     /// `SIOCADDRT` with a `struct rtentry`: `RTF_UP`, plus `RTF_GATEWAY` with a gateway;
     /// `rt_dev` names the output link if `oif` is given (looked up with `SIOCGIFNAME`). The
     /// route goes to the main table with priority 0, as `ip route add` would put it.
@@ -1018,6 +1091,42 @@ fn thread_netns() -> Option<(u64, u64)> {
     std::fs::metadata(NET_NS).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Moves the calling thread into the network namespace `ns` refers to.
+fn enter_netns(ns: &File) -> io::Result<()> {
+    // SAFETY: setns takes a descriptor, open for the whole call since `ns` is borrowed, and a
+    // flag word; it changes only the calling thread's network namespace (always a helper
+    // thread of this crate, which ends right after) and shares no memory with Rust code.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes a `/proc/sys` key in the namespace `ns` (`/proc/sys/net` follows the thread that
+/// opens the file): directly when the calling thread is in it, the common case, which costs
+/// one `stat`; else from a short-lived helper thread that enters it (an instance made with
+/// [`IoctlLinks::new_in`], or used from a thread that moved since). Without `ns` (no
+/// `/proc/thread-self` at construction), from the calling thread.
+fn write_sysctl_in(ns: Option<&Netns>, key: &str, value: &str) -> io::Result<()> {
+    let sys = backend_sysctl::ProcSys::new();
+    let ns = match ns {
+        Some(ns) if thread_netns() != Some(ns.id) => ns,
+        _ => return sys.write_key(key, value),
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sysctl-setns".into())
+            .spawn_scoped(scope, || {
+                enter_netns(&ns.file)?;
+                sys.write_key(key, value)
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("sysctl helper thread panicked")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1053,6 +1162,7 @@ mod tests {
                 name: long.into(),
                 mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
                 mtu: None,
+                mcast_snooping: false,
             })
             .expect_err("16-byte name");
         assert_eq!(err.kind, OpsErrorKind::Other);

@@ -1,13 +1,14 @@
 //! A minimal rtnetlink client for the things no ioctl can do: create a veth pair, set a
-//! bridge port flag, turn IPv6 autoconfiguration off on a link, retire a link into a device
-//! group and delete a whole group.
+//! bridge's multicast snooping, set a bridge port flag, turn IPv6 autoconfiguration off on a
+//! link, retire a link into a device group and delete a whole group.
 //!
 //! Docker 1.x did the same: libcontainer carried a small hand-written `netlink` package for
 //! `NetworkCreateVethPair` and `NetworkLinkDel` and used ioctls for the rest. This module
-//! builds exactly seven requests (`RTM_NEWLINK` for a veth, `RTM_DELLINK` of one link,
-//! `RTM_SETLINK` for `IFLA_BRPORT_MODE`, `RTM_GETLINK` for one link's master, `RTM_NEWLINK`
-//! that sets `IFLA_INET6_ADDR_GEN_MODE`, `RTM_NEWLINK` that retires a link, `RTM_DELLINK` of
-//! a device group), sends each on a `NETLINK_ROUTE` socket and reads the one answer.
+//! builds exactly eight requests (`RTM_NEWLINK` for a veth, `RTM_NEWLINK` that sets a
+//! bridge's `IFLA_BR_MCAST_SNOOPING`, `RTM_DELLINK` of one link, `RTM_SETLINK` for
+//! `IFLA_BRPORT_MODE`, `RTM_GETLINK` for one link's master, `RTM_NEWLINK` that sets
+//! `IFLA_INET6_ADDR_GEN_MODE`, `RTM_NEWLINK` that retires a link, `RTM_DELLINK` of a device
+//! group), sends each on a `NETLINK_ROUTE` socket and reads the one answer.
 //! No dump, no multicast groups, no async runtime.
 //!
 //! Layout rules (`<linux/netlink.h>`): every integer is in host byte order; a message is a
@@ -77,6 +78,8 @@ const IFLA_BRPORT_MODE: u16 = 4;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 /// No address at all: no link-local, so no DAD, router solicitation or MLD for one.
 const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+/// Inside `IFLA_INFO_DATA` of a bridge: IGMP/MLD snooping on or off (a u8).
+const IFLA_BR_MCAST_SNOOPING: u16 = 23;
 
 // <linux/veth.h>
 const VETH_INFO_PEER: u16 = 1;
@@ -255,6 +258,26 @@ pub(crate) fn new_veth(seq: u32, req: &VethRequest<'_>) -> io::Result<Vec<u8>> {
     // rejects it (EBADF) rather than misreading it.
     m.attr(IFLA_NET_NS_FD, &req.peer_netns.to_ne_bytes());
     m.nest_end(peer);
+    m.nest_end(data);
+    m.nest_end(info);
+    m.finish()
+}
+
+/// `ip link set dev NAME type bridge mcast_snooping 0|1`: `RTM_NEWLINK` without
+/// `NLM_F_CREATE` on the bridge named `name` (index 0), with `IFLA_LINKINFO {
+/// IFLA_INFO_KIND "bridge", IFLA_INFO_DATA { IFLA_BR_MCAST_SNOOPING u8 } }`, which the
+/// kernel hands to the bridge's `changelink`. `SIOCBRADDBR` cannot carry the setting, so
+/// this follows it, before the bridge has any port. The kind is sent without its NUL and
+/// the nests without `NLA_F_NESTED`, as iproute2 sends them. A missing link is ENODEV; a
+/// link that is not a bridge, EOPNOTSUPP.
+pub(crate) fn set_mcast_snooping(seq: u32, name: &str, on: bool) -> io::Result<Vec<u8>> {
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    m.ifinfomsg(AF_UNSPEC, 0);
+    m.attr_cstr(IFLA_IFNAME, name);
+    let info = m.nest_start(IFLA_LINKINFO);
+    m.attr(IFLA_INFO_KIND, b"bridge");
+    let data = m.nest_start(IFLA_INFO_DATA);
+    m.attr(IFLA_BR_MCAST_SNOOPING, &[u8::from(on)]);
     m.nest_end(data);
     m.nest_end(info);
     m.finish()
@@ -678,6 +701,32 @@ mod tests {
         let mut off = on;
         off[40] = 0; // the mode byte
         assert_eq!(set_hairpin(9, 5, false).expect("builds"), off);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn mcast_snooping_request_bytes() {
+        #[rustfmt::skip]
+        let off: [u8; 72] = [
+            // nlmsghdr: len 72, RTM_NEWLINK (16), REQUEST|ACK (5, no CREATE), seq 2, pid 0
+            72, 0, 0, 0,   16, 0,   5, 0,   2, 0, 0, 0,   0, 0, 0, 0,
+            // ifinfomsg: AF_UNSPEC, index 0 (by name), flags 0, change 0
+            0, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,   0, 0, 0, 0,
+            // IFLA_IFNAME (3), len 4+6: "iobr0\0" + 2 bytes of padding
+            10, 0, 3, 0,   b'i', b'o', b'b', b'r',   b'0', 0, 0, 0,
+            // IFLA_LINKINFO (18), len 28 = 4 + 12 + 12
+            28, 0, 18, 0,
+              // IFLA_INFO_KIND (1), len 4+6: "bridge", no NUL, + 2 bytes of padding
+              10, 0, 1, 0,   b'b', b'r', b'i', b'd',   b'g', b'e', 0, 0,
+              // IFLA_INFO_DATA (2), len 12 = 4 + 8
+              12, 0, 2, 0,
+                // IFLA_BR_MCAST_SNOOPING (23), len 5: 0 + 3 bytes of padding
+                5, 0, 23, 0,   0, 0, 0, 0,
+        ];
+        assert_eq!(set_mcast_snooping(2, "iobr0", false).expect("builds"), off);
+        let mut on = off;
+        on[68] = 1; // the snooping byte
+        assert_eq!(set_mcast_snooping(2, "iobr0", true).expect("builds"), on);
     }
 
     #[cfg(target_endian = "little")]

@@ -1,13 +1,16 @@
 //! What is particular to the ioctl backend, checked against the kernel in private network
-//! namespaces: its documented limits, its rollback, and its ethtool-based `kind`. The
-//! behaviour every backend shares is in the workspace's conformance suite
-//! (`tests/tests/linkops_conformance.rs`).
+//! namespaces: its documented limits, its rollback, its ethtool-based `kind`, the netlink
+//! and `/proc/sys` steps it adds to the ioctls (multicast snooping, `disable_ipv6`) and their
+//! namespace handling. The behaviour every backend shares is in the workspace's conformance
+//! suite (`tests/tests/linkops_conformance.rs`).
+
+use std::time::Duration;
 
 use backend_ioctl::IoctlLinks;
 use ipnet::Ipv4Net;
 use netcore::mac::MacAddr;
-use netcore::ops::{BridgeSpec, LinkOps, OpsErrorKind};
-use testns::{in_netns, ip_addrs4, ip_link, ip_links, run, try_run};
+use netcore::ops::{AttachOps, BridgeSpec, LinkOps, OpsErrorKind};
+use testns::{Netns, in_netns, ip_addrs4, ip_link, ip_links, json_array, run, try_run};
 
 const MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
 
@@ -15,12 +18,82 @@ fn net(s: &str) -> Ipv4Net {
     s.parse().expect("test network")
 }
 
+/// A bridge as dockerd-net makes it by default: multicast snooping off.
 fn spec(name: &str, mac: MacAddr, mtu: Option<u32>) -> BridgeSpec {
     BridgeSpec {
         name: name.into(),
         mac,
         mtu,
+        mcast_snooping: false,
     }
+}
+
+/// `linkinfo.info_data.mcast_snooping` of `ip -j -d link show dev NAME`.
+fn mcast_snooping(name: &str) -> serde_json::Value {
+    let link = ip_link(name).unwrap_or_else(|| panic!("no link {name}"));
+    link["linkinfo"]["info_data"]["mcast_snooping"].clone()
+}
+
+/// `net.ipv6.conf.LINK.disable_ipv6` in the calling thread's namespace (`/proc/sys/net`
+/// follows the thread).
+fn disable_ipv6_of(link: &str) -> String {
+    let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// Whether `ip -6 route show table local` has the `multicast ff00::/8` route of `link`,
+/// which a link with IPv6 on gets when its carrier comes up.
+fn has_ipv6_mroute(link: &str) -> bool {
+    json_array(&run(&["ip", "-j", "-6", "route", "show", "table", "local"]))
+        .iter()
+        .any(|r| r["dst"] == "ff00::/8" && r["dev"] == link)
+}
+
+/// The families of `link`'s addresses (`ip -j addr show dev LINK`).
+fn addr_families(link: &str) -> Vec<String> {
+    json_array(&run(&["ip", "-j", "addr", "show", "dev", link]))
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["family"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `ip link add HOST type veth peer name PEER`, both ends here and down.
+fn veth_pair(host: &str, peer: &str) {
+    run(&[
+        "ip", "link", "add", host, "type", "veth", "peer", "name", peer,
+    ]);
+}
+
+/// Brings both ends of a veth pair up (each needs the other up for a carrier) and checks,
+/// in the calling thread's namespace, that `off` (IPv6 turned off) got neither an IPv6
+/// address nor an `ff00::/8` route while `on` (IPv6 left on) got both: waiting for `on`'s
+/// route shows that the kernel has handled the carrier, so `off`'s absence is not a race.
+fn up_and_compare(off: &str, on: &str) {
+    run(&["ip", "link", "set", off, "up"]);
+    run(&["ip", "link", "set", on, "up"]);
+    testns::wait_until(
+        &format!("the ff00::/8 route of {on}"),
+        Duration::from_secs(5),
+        || has_ipv6_mroute(on),
+    );
+    assert!(
+        addr_families(on).iter().any(|f| f == "inet6"),
+        "{on} has IPv6 on: a link-local address"
+    );
+    assert!(
+        !has_ipv6_mroute(off),
+        "{off} has IPv6 off but got a multicast route"
+    );
+    assert_eq!(
+        addr_families(off),
+        Vec::<String>::new(),
+        "{off}: no address"
+    );
+    assert_eq!(disable_ipv6_of(off), "1", "{off} still off once up");
 }
 
 fn link_names() -> Vec<String> {
@@ -267,4 +340,99 @@ fn links_refuse_a_thread_in_another_namespace() {
             "{what}: {err}"
         );
     }
+}
+
+#[test]
+fn bridge_is_created_with_the_asked_multicast_snooping() {
+    if !testns::can_run_kernel_tests("bridge_is_created_with_the_asked_multicast_snooping") {
+        return;
+    }
+    in_netns(|| {
+        let mut ops = IoctlLinks::new().expect("socket");
+        ops.create_bridge(&spec("iobr0", MAC, None))
+            .expect("create without snooping");
+        assert_eq!(mcast_snooping("iobr0"), 0);
+        let mut on = spec("iobr1", MacAddr([2, 0x42, 0xac, 0x11, 0, 9]), Some(9000));
+        on.mcast_snooping = true;
+        ops.create_bridge(&on).expect("create with snooping");
+        assert_eq!(mcast_snooping("iobr1"), 1);
+        // The other steps still happened, after the netlink one.
+        let b = ip_link("iobr1").expect("bridge");
+        assert_eq!(
+            (&b["address"], &b["mtu"]),
+            (&"02:42:ac:11:00:09".into(), &9000.into())
+        );
+        assert_eq!(
+            ip_link("iobr0").expect("bridge")["address"],
+            MAC.to_string()
+        );
+    });
+}
+
+#[test]
+fn disable_ipv6_turns_ipv6_off_on_a_down_link() {
+    if !testns::can_run_kernel_tests("disable_ipv6_turns_ipv6_off_on_a_down_link") {
+        return;
+    }
+    in_netns(|| {
+        let mut ops = IoctlLinks::new().expect("socket");
+        veth_pair("iov0", "iov1");
+        ops.disable_ipv6("iov0").expect("disable_ipv6");
+        assert_eq!(disable_ipv6_of("iov0"), "1");
+        assert_eq!(disable_ipv6_of("iov1"), "0", "the peer is left alone");
+        up_and_compare("iov0", "iov1");
+
+        let err = ops.disable_ipv6("nosuch0").expect_err("missing link");
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        // Their keys are every link's settings, not a link's.
+        for name in ["all", "default"] {
+            let err = ops.disable_ipv6(name).expect_err(name);
+            assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+            assert_eq!(disable_ipv6_of(name), "0", "{name} untouched");
+        }
+    });
+}
+
+#[test]
+fn disable_ipv6_acts_in_the_handles_namespace_not_the_callers() {
+    if !testns::can_run_kernel_tests("disable_ipv6_acts_in_the_handles_namespace_not_the_callers") {
+        return;
+    }
+    // The handle's namespace, standing in for a container's.
+    let ctr = Netns::new();
+    ctr.run(|| {
+        veth_pair("iov0", "iov1");
+        veth_pair("iov2", "iov3");
+    });
+    let path = ctr.path().to_path_buf();
+    // Called from a thread in another private namespace that has a link of the same name:
+    // a write that followed the calling thread would land on this one.
+    in_netns(move || {
+        veth_pair("iov0", "iov1");
+        run(&[
+            "ip", "link", "add", "ioonly0", "type", "veth", "peer", "name", "ioonly1",
+        ]);
+        let mut ops = IoctlLinks::new_in(&path).expect("sockets in the namespace");
+        ops.disable_ipv6("iov0")
+            .expect("disable_ipv6 through new_in");
+        // A link only the caller's namespace has is missing in the handle's.
+        let err = ops
+            .disable_ipv6("ioonly0")
+            .expect_err("not in the handle's namespace");
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert_eq!(
+            disable_ipv6_of("iov0"),
+            "0",
+            "the caller's namespace was written"
+        );
+        assert_eq!(disable_ipv6_of("ioonly0"), "0");
+        // The handle, moved onto a thread that is in its namespace, writes directly.
+        testns::in_netns_at(&path, || ops.disable_ipv6("iov2").expect("from inside"));
+    });
+    ctr.run(|| {
+        assert_eq!(disable_ipv6_of("iov0"), "1");
+        assert_eq!(disable_ipv6_of("iov2"), "1");
+        assert_eq!(disable_ipv6_of("iov1"), "0", "the peer is left alone");
+        up_and_compare("iov0", "iov1");
+    });
 }

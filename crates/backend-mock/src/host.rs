@@ -996,6 +996,9 @@ macro_rules! impl_attach_ops {
             fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
                 self.st().set_ipv6_autoconf_off(link)
             }
+            fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
+                self.st().disable_ipv6(link)
+            }
             fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
                 self.st().add_route(route)
             }
@@ -1131,6 +1134,7 @@ mod tests {
             name: "br0".to_owned(),
             mac: MacAddr([2, 0, 0, 0, 0, 9]),
             mtu: None,
+            mcast_snooping: true,
         })
         .unwrap();
         assert_eq!(

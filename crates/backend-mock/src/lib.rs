@@ -65,6 +65,7 @@
 //!         name: "docker0".into(),
 //!         mac: MacAddr([0x02, 0x42, 0, 0, 0, 1]),
 //!         mtu: None,
+//!         mcast_snooping: true,
 //!     };
 //!     link.create_bridge(&spec)?;
 //!     let mut rest = || -> Result<(), OpsError> {

@@ -27,6 +27,7 @@ pub enum Op {
     SetMaster,
     SetHairpin,
     SetIpv6AutoconfOff,
+    DisableIpv6,
     AddRoute,
     RetireLink,
     DeleteGroup,
@@ -36,7 +37,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in trait order (`LinkOps`, `FirewallOps`, `SysctlOps`, `AttachOps`).
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 24] = [
         Op::Links,
         Op::RoutesV4,
         Op::CreateBridge,
@@ -55,6 +56,7 @@ impl Op {
         Op::SetMaster,
         Op::SetHairpin,
         Op::SetIpv6AutoconfOff,
+        Op::DisableIpv6,
         Op::AddRoute,
         Op::RetireLink,
         Op::DeleteGroup,
@@ -100,6 +102,8 @@ pub enum Call {
     SetHairpin(String, bool),
     /// IPv6 address autoconfiguration off on the link (`addrgenmode none`).
     SetIpv6AutoconfOff(String),
+    /// IPv6 off on the link (`net.ipv6.conf.LINK.disable_ipv6 = 1`).
+    DisableIpv6(String),
     /// The route as given (`oif` is usually `None`; the host resolves it).
     AddRoute(RouteV4),
     /// `(link, group)`
@@ -131,6 +135,7 @@ impl Call {
             Call::SetMaster(..) => Op::SetMaster,
             Call::SetHairpin(..) => Op::SetHairpin,
             Call::SetIpv6AutoconfOff(_) => Op::SetIpv6AutoconfOff,
+            Call::DisableIpv6(_) => Op::DisableIpv6,
             Call::AddRoute(_) => Op::AddRoute,
             Call::RetireLink(..) => Op::RetireLink,
             Call::DeleteGroup(_) => Op::DeleteGroup,
@@ -201,6 +206,7 @@ impl fmt::Display for Call {
             Call::SetIpv6AutoconfOff(link) => {
                 write!(f, "turn IPv6 autoconfiguration off on {link}")
             }
+            Call::DisableIpv6(link) => write!(f, "turn IPv6 off on {link}"),
         }
     }
 }

@@ -65,7 +65,7 @@ fn is_host_step(step: &AttachStep) -> bool {
     matches!(
         step,
         AttachStep::CreateVeth(_)
-            | AttachStep::HostNoIpv6Autoconf { .. }
+            | AttachStep::HostIpv6Off { .. }
             | AttachStep::SetMaster { .. }
             | AttachStep::SetHairpin { .. }
             | AttachStep::HostUp { .. }
@@ -91,7 +91,7 @@ fn a_clean_attach_makes_exactly_these_calls_on_each_side() {
                 peer_mac: interface().mac,
                 mtu: 1500,
             }),
-            Call::SetIpv6AutoconfOff(veth.clone()),
+            Call::DisableIpv6(veth.clone()),
             Call::SetMaster(veth.clone(), "docker0".to_owned()),
         ];
         if hairpin {
@@ -136,9 +136,11 @@ fn assert_attached(req: &AttachRequest, host: &FakeHost, ctr: &FakeHost) {
     assert!(veth.up, "host end is up");
     assert_eq!(veth.mtu, req.mtu);
     assert!(veth.addrs.is_empty(), "the host end has no address");
-    assert!(
-        host.ipv6_autoconf_off(&req.host_veth),
-        "no IPv6 autoconfiguration on the host end"
+    assert_eq!(
+        host.sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", req.host_veth))
+            .as_deref(),
+        Some("1"),
+        "no IPv6 at all on the host end"
     );
     assert_eq!(host.master(&req.host_veth).as_deref(), Some("docker0"));
     assert_eq!(host.hairpin(&req.host_veth), req.hairpin);
@@ -199,9 +201,31 @@ fn assert_attached(req: &AttachRequest, host: &FakeHost, ctr: &FakeHost) {
     );
     let names: Vec<_> = ctr.snapshot().links.into_iter().map(|l| l.name).collect();
     assert_eq!(names, ["lo", req.ifname.as_str()]);
-    // The snapshots show it too: the two veth ends, nothing else.
-    assert!(host.snapshot().ipv6_autoconf_off.contains(&req.host_veth));
-    assert!(!host.snapshot().ipv6_autoconf_off.contains("docker0"));
+    // The snapshots show it too: IPv6 off on the host end (and on nothing else of the host's),
+    // autoconfiguration off on the container end only.
+    let host_snap = host.snapshot();
+    let v6_off: Vec<&str> = host_snap
+        .sysctls
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("net/ipv6/conf/") && k.ends_with("/disable_ipv6") && *v == "1"
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let own = format!("net/ipv6/conf/{}/disable_ipv6", req.host_veth);
+    assert!(v6_off.contains(&own.as_str()), "{v6_off:?}");
+    for key in v6_off {
+        let link = key
+            .split('/')
+            .nth(3)
+            .expect("net/ipv6/conf/LINK/disable_ipv6");
+        assert_eq!(
+            host.link(link).and_then(|l| l.kind).as_deref(),
+            Some("veth"),
+            "IPv6 off only on host veths: {key}"
+        );
+    }
+    assert!(host_snap.ipv6_autoconf_off.is_empty());
     assert_eq!(
         ctr.snapshot().ipv6_autoconf_off,
         std::collections::BTreeSet::from([req.ifname.clone()])

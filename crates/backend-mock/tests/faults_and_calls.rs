@@ -18,6 +18,7 @@ fn spec() -> BridgeSpec {
         name: "docker0".to_owned(),
         mac: MacAddr([0x02, 0x42, 0, 0, 0, 1]),
         mtu: None,
+        mcast_snooping: true,
     }
 }
 

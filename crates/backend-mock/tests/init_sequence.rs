@@ -96,7 +96,10 @@ fn docker0_missing_is_created_in_dockers_order() {
     assert!(mac.is_unicast() && mac.is_local(), "{mac}");
     // The MAC is set at creation, whatever the kernel version (libnetwork#421).
     match &host.calls()[5] {
-        Call::CreateBridge(spec) => assert_eq!(spec.mac, mac),
+        Call::CreateBridge(spec) => {
+            assert_eq!(spec.mac, mac);
+            assert!(!spec.mcast_snooping, "multicast snooping off by default");
+        }
         other => panic!("expected create bridge, got {other}"),
     }
     assert!(
@@ -104,6 +107,37 @@ fn docker0_missing_is_created_in_dockers_order() {
             .contains("-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE")
     );
     assert_eq!(host.sysctl(IP_FORWARD).as_deref(), Some("1"));
+}
+
+/// `--bridge-mcast-snooping=true` keeps the kernel's default on the bridge init creates; the
+/// plan says which (off by default: see `netcore::init::plan`).
+#[test]
+fn bridge_mcast_snooping_reaches_the_created_bridge() {
+    for (asked, want) in [(None, false), (Some(true), true), (Some(false), false)] {
+        let host = FakeHost::new();
+        let cfg = config(RawConfig {
+            bridge_mcast_snooping: asked,
+            ..RawConfig::default()
+        });
+        let plan = plan_on(&host, &cfg, "").unwrap();
+        let shown = plan.steps[0].to_string();
+        assert_eq!(
+            shown.ends_with(", multicast snooping off"),
+            !want,
+            "{asked:?}: {shown}"
+        );
+        run_init(&host, &cfg, "").unwrap();
+        let specs: Vec<_> = host
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::CreateBridge(spec) => Some(spec),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(specs.len(), 1, "{asked:?}");
+        assert_eq!(specs[0].mcast_snooping, want, "{asked:?}");
+    }
 }
 
 #[test]

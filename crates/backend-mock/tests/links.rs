@@ -15,6 +15,7 @@ fn bridge(name: &str) -> BridgeSpec {
         name: name.to_owned(),
         mac: MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]),
         mtu: None,
+        mcast_snooping: true,
     }
 }
 
@@ -44,6 +45,7 @@ fn create_bridge_makes_a_down_bridge_with_its_mac_and_default_mtu() {
 
     let spec = BridgeSpec {
         mtu: Some(9000),
+        mcast_snooping: true,
         ..bridge("jumbo0")
     };
     link.create_bridge(&spec).unwrap();
@@ -87,6 +89,7 @@ fn create_bridge_refuses_a_multicast_mac_and_a_bad_mtu() {
     );
     let spec = BridgeSpec {
         mtu: Some(67),
+        mcast_snooping: true,
         ..bridge("br0")
     };
     assert_eq!(

@@ -150,6 +150,7 @@ fn create_veth_refuses_a_taken_name_on_either_side_and_creates_nothing() {
         name: "eth0".into(),
         mac: MacAddr([2, 0, 0, 0, 0, 5]),
         mtu: None,
+        mcast_snooping: true,
     })
     .unwrap();
     let before = (host.snapshot(), ctr.snapshot());
@@ -362,6 +363,7 @@ fn hairpin_needs_a_bridge_port_and_is_reset_when_the_port_moves() {
         name: "br1".into(),
         mac: MacAddr([2, 0, 0, 0, 0, 0x11]),
         mtu: None,
+        mcast_snooping: true,
     })
     .unwrap();
     host.set_master("veth1", "br1").unwrap();

@@ -40,6 +40,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use futures::TryStreamExt;
@@ -51,8 +52,9 @@ use netcore::ops::{
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -68,6 +70,12 @@ const IFNAMSIZ: usize = 16;
 pub struct NetlinkLinks {
     rt: tokio::runtime::Runtime,
     handle: rtnetlink::Handle,
+    /// The network namespace the socket lives in (opened from `/proc/thread-self/ns/net` on
+    /// the thread that made the socket), and its identity (device and inode), for the one
+    /// operation that is not netlink: [`AttachOps::disable_ipv6`] writes `/proc/sys`, which
+    /// follows the *calling* thread's namespace.
+    netns: File,
+    netns_id: (u64, u64),
 }
 
 /// What this crate itself can fail with, besides the kernel's errno.
@@ -104,8 +112,15 @@ impl NetlinkLinks {
         // On a current-thread runtime a spawned task only runs inside `block_on`, i.e. on the
         // thread that calls the trait: the connection never migrates.
         rt.spawn(conn);
+        let netns = File::open(THREAD_NETNS).map_err(|e| OpsError::from_io(op, e))?;
+        let meta = netns.metadata().map_err(|e| OpsError::from_io(op, e))?;
         tracing::debug!("netlink connection opened");
-        Ok(Self { rt, handle })
+        Ok(Self {
+            rt,
+            handle,
+            netns,
+            netns_id: (meta.dev(), meta.ino()),
+        })
     }
 
     /// Opens a netlink connection in the network namespace `netns` (a path such as
@@ -176,6 +191,31 @@ impl NetlinkLinks {
 }
 
 /// Moves the calling thread into the network namespace `ns` refers to.
+/// The calling thread's network namespace (`/proc/self/ns/net` would be the main thread's).
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// Writes a `/proc/sys` key in the network namespace `ns`: directly when the calling thread
+/// is in it (the daemon's case: one open and write), else from a short-lived helper thread
+/// that enters it (a handle made with [`NetlinkLinks::new_in`] and used from elsewhere).
+fn write_sysctl_in(ns: &File, ns_id: (u64, u64), key: &str, value: &str) -> io::Result<()> {
+    let sys = backend_sysctl::ProcSys::new();
+    let here = std::fs::metadata(THREAD_NETNS)?;
+    if (here.dev(), here.ino()) == ns_id {
+        return sys.write_key(key, value);
+    }
+    let ns = ns.try_clone()?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("sysctl-setns".into())
+            .spawn_scoped(scope, move || {
+                enter_netns(&ns)?;
+                sys.write_key(key, value)
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("sysctl helper thread panicked")))
+    })
+}
+
 fn enter_netns(ns: &File) -> io::Result<()> {
     // SAFETY: setns takes a file descriptor, valid for the whole call since `ns` is borrowed,
     // and a flag word; it changes only the calling thread's network namespace (the helper
@@ -432,7 +472,13 @@ impl LinkOps for NetlinkLinks {
     }
 
     fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(), OpsError> {
-        tracing::debug!(bridge = %spec.name, mac = %spec.mac, mtu = ?spec.mtu, "create bridge");
+        tracing::debug!(
+            bridge = %spec.name,
+            mac = %spec.mac,
+            mtu = ?spec.mtu,
+            mcast_snooping = spec.mcast_snooping,
+            "create bridge"
+        );
         check_name(|| format!("create bridge {}", spec.name), &spec.name)?;
         // One RTM_NEWLINK (NLM_F_CREATE|NLM_F_EXCL) carrying the MAC and MTU. Docker 1.x did
         // SIOCBRADDBR then SIOCSIFHWADDR; setting IFLA_ADDRESS at creation has the same effect
@@ -447,10 +493,14 @@ impl LinkOps for NetlinkLinks {
         let mut msg = link_by_name(&spec.name);
         msg.attributes
             .push(LinkAttribute::Address(spec.mac.octets().to_vec()));
-        msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(
-                InfoKind::Bridge,
-            )]));
+        // IFLA_BR_MCAST_SNOOPING at creation too, before any port exists (see
+        // `netcore::init::plan` for why it is off by default).
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Bridge),
+            NlLinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(
+                spec.mcast_snooping,
+            )])),
+        ]));
         let req = self.handle.link().add(msg);
         self.run(|| format!("create bridge {}", spec.name), async move {
             req.execute().await.map_err(nl_error)
@@ -741,6 +791,12 @@ impl AttachOps for NetlinkLinks {
                 }
             },
         )
+    }
+
+    fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
+        let key = backend_sysctl::disable_ipv6_key(link)?;
+        let written = write_sysctl_in(&self.netns, self.netns_id, &key, "1");
+        backend_sysctl::finish_disable_ipv6(self, link, written)
     }
 
     fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {

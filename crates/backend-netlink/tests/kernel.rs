@@ -19,6 +19,7 @@ fn spec(name: &str, mac: &str, mtu: Option<u32>) -> BridgeSpec {
         name: name.to_owned(),
         mac: mac.parse().unwrap(),
         mtu,
+        mcast_snooping: true,
     }
 }
 
@@ -542,5 +543,29 @@ fn a_call_from_inside_an_async_runtime_is_an_error_not_a_panic() {
         nl.create_bridge(&spec("nlbr10", "02:42:00:00:00:0c", None))
             .unwrap();
         assert!(ip_link("nlbr10").is_some());
+    });
+}
+
+/// `mcast_snooping` as `ip -d link` shows it (`IFLA_BR_MCAST_SNOOPING`).
+fn mcast_snooping(name: &str) -> Value {
+    let out = run(&["ip", "-j", "-d", "link", "show", "dev", name]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["linkinfo"]["info_data"]["mcast_snooping"].clone()
+}
+
+#[test]
+fn create_bridge_sets_multicast_snooping_as_asked() {
+    if !testns::can_run_kernel_tests("create_bridge_sets_multicast_snooping_as_asked") {
+        return;
+    }
+    in_netns(|| {
+        let mut nl = NetlinkLinks::new().unwrap();
+        let mut off = spec("nlbrs0", "02:42:00:00:00:10", None);
+        off.mcast_snooping = false;
+        nl.create_bridge(&off).unwrap();
+        nl.create_bridge(&spec("nlbrs1", "02:42:00:00:00:11", None))
+            .unwrap();
+        assert_eq!(mcast_snooping("nlbrs0"), 0);
+        assert_eq!(mcast_snooping("nlbrs1"), 1);
     });
 }

@@ -24,7 +24,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use netcore::ops::{OpsError, SysctlOps};
+use netcore::ops::{AttachOps, LinkOps, OpsError, OpsErrorKind, SysctlOps};
 
 /// The real location of the kernel parameters.
 pub const PROC_SYS: &str = "/proc/sys";
@@ -88,7 +88,9 @@ impl ProcSys {
         Ok(text.trim().to_owned())
     }
 
-    fn write_key(&self, key: &str, value: &str) -> io::Result<()> {
+    /// Writes `value` (and a newline, in one `write(2)`) to `key`, as [`SysctlOps::write`]
+    /// does, with the plain I/O error.
+    pub fn write_key(&self, key: &str, value: &str) -> io::Result<()> {
         let path = self.path_of(key)?;
         let line = format!("{value}\n");
         // No `create`: procfs cannot create keys, and a temp-dir root should behave the same.
@@ -119,5 +121,70 @@ impl SysctlOps for ProcSys {
         tracing::debug!(key, value, root = %self.root.display(), "sysctl write");
         self.write_key(key, value)
             .map_err(|e| OpsError::from_io(format!("write sysctl {key}={value}"), e))
+    }
+}
+
+/// The key [`AttachOps::disable_ipv6`] writes `1` to: `net/ipv6/conf/LINK/disable_ipv6`.
+/// The names `all` and `default`, which the kernel refuses for links, are
+/// [`OpsErrorKind::NotFound`]: their keys are the settings of every link, not of one.
+///
+/// [`AttachOps::disable_ipv6`]: netcore::ops::AttachOps::disable_ipv6
+pub fn disable_ipv6_key(link: &str) -> Result<String, OpsError> {
+    if matches!(link, "all" | "default") {
+        return Err(OpsError::new(
+            format!("turn IPv6 off on {link}"),
+            OpsErrorKind::NotFound,
+            format!(
+                "there is no link named {link}: net/ipv6/conf/{link} holds the setting of \
+                 every link, not of one"
+            ),
+        ));
+    }
+    Ok(format!("net/ipv6/conf/{link}/disable_ipv6"))
+}
+
+/// Finishes [`AttachOps::disable_ipv6`] for a link backend, once it has tried to write `1`
+/// to [`disable_ipv6_key`] (from a thread in the link's network namespace: `/proc/sys/net`
+/// follows the calling thread) and got `written`:
+/// - written: done;
+/// - no such key: a link without IPv6 state (a kernel without IPv6, an MTU below 1280) has
+///   nothing to turn off (`Ok`), while a missing link ([`LinkOps::link`]) is
+///   [`OpsErrorKind::NotFound`];
+/// - refused (a read-only or forbidden `/proc/sys`, as in some containers): falls back to
+///   [`AttachOps::set_ipv6_autoconf_off`], which still keeps the link from starting IPv6
+///   autoconfiguration.
+///
+/// [`AttachOps::disable_ipv6`]: netcore::ops::AttachOps::disable_ipv6
+/// [`AttachOps::set_ipv6_autoconf_off`]: netcore::ops::AttachOps::set_ipv6_autoconf_off
+/// [`LinkOps::link`]: netcore::ops::LinkOps::link
+pub fn finish_disable_ipv6<T: LinkOps + AttachOps + ?Sized>(
+    ops: &mut T,
+    link: &str,
+    written: io::Result<()>,
+) -> Result<(), OpsError> {
+    let op = || format!("turn IPv6 off on {link}");
+    match written {
+        Ok(()) => {
+            tracing::debug!(link, "IPv6 off");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if ops.link(link)?.is_some() {
+                tracing::debug!(link, "no IPv6 on the link: nothing to turn off");
+                Ok(())
+            } else {
+                Err(OpsError::new(op(), OpsErrorKind::NotFound, e))
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            tracing::debug!(link, error = %e, "/proc/sys not writable: IPv6 autoconfiguration off instead");
+            ops.set_ipv6_autoconf_off(link)
+        }
+        Err(e) => Err(OpsError::from_io(op(), e)),
     }
 }

@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use backend_mock::FakeHost;
 use backend_sysctl::ProcSys;
 use netcore::ops::{IP_FORWARD, OpsErrorKind, SysctlOps};
 
@@ -129,4 +130,90 @@ fn unreadable_key_is_permission_denied() {
     let err = sys.read("net/ipv4/route/flush").unwrap_err();
     assert_eq!(err.kind, OpsErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("net/ipv4/route/flush"), "{err}");
+}
+
+/// A fake host with one link, `veth1`, and no call recorded yet.
+fn host_with_veth1() -> FakeHost {
+    let host = FakeHost::new().with_device("veth1", &[]);
+    host.clear_calls();
+    host
+}
+
+#[test]
+fn disable_ipv6_key_names_the_link() {
+    assert_eq!(
+        backend_sysctl::disable_ipv6_key("veth1234567").unwrap(),
+        "net/ipv6/conf/veth1234567/disable_ipv6"
+    );
+    // Not links: the settings of every link.
+    for name in ["all", "default"] {
+        let err = backend_sysctl::disable_ipv6_key(name).unwrap_err();
+        assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+        assert!(
+            err.to_string().contains("holds the setting of every link"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn finish_disable_ipv6_after_a_write_asks_nothing_else() {
+    let root = TempRoot::new();
+    let key = root.key("net/ipv6/conf/veth1/disable_ipv6", "0\n");
+    let sys = ProcSys::with_root(root.path());
+    let mut host = host_with_veth1();
+    let written = sys.write_key(&backend_sysctl::disable_ipv6_key("veth1").unwrap(), "1");
+    backend_sysctl::finish_disable_ipv6(&mut host, "veth1", written).unwrap();
+    assert_eq!(fs::read_to_string(key).unwrap(), "1\n");
+    assert_eq!(host.calls(), vec![]);
+}
+
+#[test]
+fn finish_disable_ipv6_without_the_key_is_ok_for_a_link_and_not_found_without_one() {
+    let root = TempRoot::new();
+    fs::create_dir_all(root.path().join("net/ipv6/conf")).unwrap();
+    let sys = ProcSys::with_root(root.path());
+    let mut host = host_with_veth1();
+    // A link without IPv6 state (MTU below 1280, or no IPv6 in the kernel): nothing to do.
+    let written = sys.write_key(&backend_sysctl::disable_ipv6_key("veth1").unwrap(), "1");
+    backend_sysctl::finish_disable_ipv6(&mut host, "veth1", written).unwrap();
+    assert!(!host.ipv6_autoconf_off("veth1"), "no fallback");
+    // No link at all.
+    let written = sys.write_key(&backend_sysctl::disable_ipv6_key("veth2").unwrap(), "1");
+    let err = backend_sysctl::finish_disable_ipv6(&mut host, "veth2", written).unwrap_err();
+    assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("turn IPv6 off on veth2"), "{err}");
+}
+
+/// A `/proc/sys` that refuses the write falls back to turning autoconfiguration off. The
+/// refusal is real: the key is a symlink to a read-only sysctl (mode 0444, which procfs
+/// refuses to write even to root).
+#[test]
+fn finish_disable_ipv6_falls_back_when_proc_sys_refuses() {
+    let root = TempRoot::new();
+    let dir = root.path().join("net/ipv6/conf/veth1");
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("/proc/sys/kernel/ngroups_max", dir.join("disable_ipv6")).unwrap();
+    let sys = ProcSys::with_root(root.path());
+    let mut host = host_with_veth1();
+    let written = sys.write_key(&backend_sysctl::disable_ipv6_key("veth1").unwrap(), "1");
+    assert_eq!(
+        written.as_ref().map_err(std::io::Error::kind),
+        Err(std::io::ErrorKind::PermissionDenied)
+    );
+    backend_sysctl::finish_disable_ipv6(&mut host, "veth1", written).unwrap();
+    assert!(
+        host.ipv6_autoconf_off("veth1"),
+        "fell back to addrgenmode none"
+    );
+}
+
+#[test]
+fn finish_disable_ipv6_keeps_any_other_error() {
+    let mut host = host_with_veth1();
+    let written = Err(std::io::Error::from_raw_os_error(22)); // EINVAL
+    let err = backend_sysctl::finish_disable_ipv6(&mut host, "veth1", written).unwrap_err();
+    assert_eq!(err.kind, OpsErrorKind::Other, "{err}");
+    assert!(err.to_string().contains("turn IPv6 off on veth1"), "{err}");
+    assert_eq!(host.calls(), vec![]);
 }

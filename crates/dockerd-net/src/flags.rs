@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::Args;
 use netcore::config::{
-    HELP_BIP, HELP_BRIDGE, HELP_FIREWALL_BACKEND, HELP_FIXED_CIDR, HELP_ICC, HELP_IP,
-    HELP_IP_FORWARD, HELP_IP_FORWARD_NO_DROP, HELP_IP_MASQ, HELP_IPTABLES, HELP_MTU,
-    HELP_USERLAND_PROXY, NetworkMode, RawConfig,
+    HELP_BIP, HELP_BRIDGE, HELP_BRIDGE_MCAST_SNOOPING, HELP_FIREWALL_BACKEND, HELP_FIXED_CIDR,
+    HELP_ICC, HELP_IP, HELP_IP_FORWARD, HELP_IP_FORWARD_NO_DROP, HELP_IP_MASQ, HELP_IPTABLES,
+    HELP_MTU, HELP_USERLAND_PROXY, NetworkMode, RawConfig,
 };
 
 /// The network flags. Every one is optional here so that a flag can be told apart from a
@@ -58,6 +58,11 @@ pub struct NetFlags {
     #[arg(long = "firewall-backend", global = true, help = HELP_FIREWALL_BACKEND,
           value_name = "iptables|nftables")]
     firewall_backend: Option<String>,
+
+    #[arg(long = "bridge-mcast-snooping", global = true, help = HELP_BRIDGE_MCAST_SNOOPING,
+          value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    bridge_mcast_snooping: Option<bool>,
 }
 
 impl NetFlags {
@@ -75,6 +80,7 @@ impl NetFlags {
             ip: self.ip.clone(),
             userland_proxy: self.userland_proxy,
             firewall_backend: self.firewall_backend.clone(),
+            bridge_mcast_snooping: self.bridge_mcast_snooping,
         }
     }
 }

@@ -90,12 +90,14 @@ impl AttachRequest {
 }
 
 /// One step of attaching. `Host*` steps act in the host namespace, `Ctr*` inside the
-/// container's. `HostNoIpv6Autoconf` and `CtrNoIpv6Autoconf` turn IPv6 autoconfiguration off
-/// on an end of the veth while it is down (see [`AttachOps::set_ipv6_autoconf_off`]).
+/// container's. While an end of the veth is still down, `HostIpv6Off` turns IPv6 off on the
+/// host end (a bridge port needs none; see [`AttachOps::disable_ipv6`]) and
+/// `CtrNoIpv6Autoconf` turns IPv6 autoconfiguration off on the container end (see
+/// [`AttachOps::set_ipv6_autoconf_off`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachStep {
     CreateVeth(VethSpec),
-    HostNoIpv6Autoconf { link: String },
+    HostIpv6Off { link: String },
     SetMaster { link: String, master: String },
     SetHairpin { link: String },
     HostUp { link: String },
@@ -117,9 +119,7 @@ impl fmt::Display for AttachStep {
                 s.peer_mac,
                 s.mtu
             ),
-            AttachStep::HostNoIpv6Autoconf { link } => {
-                write!(f, "turn IPv6 autoconfiguration off on {link}")
-            }
+            AttachStep::HostIpv6Off { link } => write!(f, "turn IPv6 off on {link}"),
             AttachStep::SetMaster { link, master } => write!(f, "attach {link} to {master}"),
             AttachStep::SetHairpin { link } => write!(f, "set hairpin mode on {link}"),
             AttachStep::HostUp { link } => write!(f, "bring {link} up"),
@@ -143,13 +143,16 @@ impl fmt::Display for AttachStep {
 /// The steps of attaching, in order: the container end is configured only once the host
 /// end is on the bridge and up, so the first packet the container sends can go out.
 ///
-/// Both ends of the veth get IPv6 autoconfiguration turned off while they are still down
-/// (the host end right after it is created, the container end before it comes up): the
-/// network is IPv4-only, as modern Docker does for the container interface of an IPv4-only
-/// network, and an end brought up with autoconfiguration on would make the kernel flood
-/// DAD, router solicitations and MLD reports to every port of the bridge (see
-/// [`AttachOps::set_ipv6_autoconf_off`]). The container's loopback keeps its IPv6 (`::1`),
-/// as Docker's containers have it.
+/// Neither end of the veth starts IPv6 autoconfiguration: the network is IPv4-only, as
+/// modern Docker does for the container interface of an IPv4-only network, and an end
+/// brought up with autoconfiguration on would make the kernel flood DAD, router
+/// solicitations and MLD reports to every port of the bridge (see
+/// [`AttachOps::set_ipv6_autoconf_off`]). The host end, a mere bridge port, gets IPv6 turned
+/// off altogether right after it is created, which also spares the kernel an O(containers)
+/// IPv6 route insertion when it comes up (see [`AttachOps::disable_ipv6`]); the container
+/// end keeps IPv6 with autoconfiguration off, turned off before it comes up, so an address
+/// added by hand in the container still works. The container's loopback keeps its IPv6
+/// (`::1`), as Docker's containers have it.
 pub fn plan(req: &AttachRequest) -> Vec<AttachStep> {
     let mut steps = vec![
         AttachStep::CreateVeth(VethSpec {
@@ -159,7 +162,7 @@ pub fn plan(req: &AttachRequest) -> Vec<AttachStep> {
             peer_mac: req.mac,
             mtu: req.mtu,
         }),
-        AttachStep::HostNoIpv6Autoconf {
+        AttachStep::HostIpv6Off {
             link: req.host_veth.clone(),
         },
         AttachStep::SetMaster {
@@ -223,7 +226,7 @@ pub fn apply(
         tracing::debug!(%step, "attach step");
         let res = match step {
             AttachStep::CreateVeth(spec) => host.create_veth(spec),
-            AttachStep::HostNoIpv6Autoconf { link } => host.set_ipv6_autoconf_off(link),
+            AttachStep::HostIpv6Off { link } => host.disable_ipv6(link),
             AttachStep::SetMaster { link, master } => host.set_master(link, master),
             AttachStep::SetHairpin { link } => host.set_hairpin(link, true),
             AttachStep::HostUp { link } => host.set_up(link),

@@ -53,6 +53,11 @@ pub struct Config {
     /// `--firewall-backend` (Docker 29's option; default iptables).
     #[serde(default)]
     pub firewall_backend: FirewallBackend,
+    /// `--bridge-mcast-snooping` (dockerd-net's option; default false): IGMP/MLD snooping on
+    /// a bridge that init creates. See [`HELP_BRIDGE_MCAST_SNOOPING`] and
+    /// [`crate::init::plan`] for why it is off by default.
+    #[serde(default)]
+    pub bridge_mcast_snooping: bool,
 }
 
 /// Where the rules live: iptables' tables (Docker's rules, `iptables-save` identical to
@@ -90,6 +95,7 @@ impl Default for Config {
             default_ip: Ipv4Addr::UNSPECIFIED,
             userland_proxy: true,
             firewall_backend: FirewallBackend::Iptables,
+            bridge_mcast_snooping: false,
         }
     }
 }
@@ -141,6 +147,9 @@ pub const HELP_USERLAND_PROXY: &str = "Use userland proxy for loopback traffic";
 /// Help text of `--firewall-backend` (Docker 29's option; our text).
 pub const HELP_FIREWALL_BACKEND: &str = "Where to put the firewall rules: \"iptables\" (Docker's rules in iptables' tables) or \"nftables\" (table ip docker-bridges, ports and links as set elements)";
 
+/// Help text of `--bridge-mcast-snooping` (dockerd-net's option; our text).
+pub const HELP_BRIDGE_MCAST_SNOOPING: &str = "Turn IGMP/MLD snooping on for a bridge this daemon creates (the kernel's default for new bridges). Off by default: Docker's bridge has no multicast querier, so the kernel floods multicast to every port either way, and snooping makes each container's attach and detach cost O(containers). An existing bridge is left as it is";
+
 /// The network options as given, before defaults and checks: from the command line (only the
 /// flags actually typed are `Some`) or from daemon.json, whose key names these are.
 ///
@@ -185,6 +194,9 @@ pub struct RawConfig {
     /// `"firewall-backend"` / `--firewall-backend`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firewall_backend: Option<String>,
+    /// `"bridge-mcast-snooping"` / `--bridge-mcast-snooping`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge_mcast_snooping: Option<bool>,
 }
 
 /// The outcome of validation.
@@ -317,6 +329,12 @@ impl RawConfig {
         // Keys in lexicographic order, the order Docker's `flags.Visit` reports them in.
         let bip = pick("bip", flags.bip, file.bip, &mut conflicts);
         let bridge = pick("bridge", flags.bridge, file.bridge, &mut conflicts);
+        let bridge_mcast_snooping = pick(
+            "bridge-mcast-snooping",
+            flags.bridge_mcast_snooping,
+            file.bridge_mcast_snooping,
+            &mut conflicts,
+        );
         let firewall_backend = pick(
             "firewall-backend",
             flags.firewall_backend,
@@ -368,6 +386,7 @@ impl RawConfig {
             ip,
             userland_proxy,
             firewall_backend,
+            bridge_mcast_snooping,
         })
     }
 
@@ -457,6 +476,7 @@ impl RawConfig {
             default_ip,
             userland_proxy: self.userland_proxy.unwrap_or(true),
             firewall_backend,
+            bridge_mcast_snooping: self.bridge_mcast_snooping.unwrap_or(false),
         }))
     }
 }
@@ -550,6 +570,7 @@ mod tests {
         let c = bridge(RawConfig::default().validate().expect("valid"));
         assert_eq!(c, Config::default());
         assert!(c.iptables && c.ip_forward && c.ip_masq && c.icc && c.userland_proxy);
+        assert!(!c.bridge_mcast_snooping, "snooping off unless asked for");
         assert!(!c.ip_forward_no_drop);
         assert_eq!(c.bridge_name(), "docker0");
         assert!(!c.user_named_bridge());
@@ -573,6 +594,7 @@ mod tests {
                 userland_proxy: Some(false),
                 bridge: None,
                 firewall_backend: Some("nftables".into()),
+                bridge_mcast_snooping: Some(true),
             }
             .validate()
             .expect("valid"),
@@ -580,6 +602,7 @@ mod tests {
         assert!(c.iptables && !c.ip_forward && c.ip_forward_no_drop && !c.ip_masq && !c.icc);
         assert!(!c.userland_proxy);
         assert_eq!(c.firewall_backend, FirewallBackend::Nftables);
+        assert!(c.bridge_mcast_snooping);
         assert_eq!(c.bip, Some(net("10.20.0.1/16")), "bip stays unmasked");
         assert_eq!(
             c.fixed_cidr,
@@ -984,6 +1007,7 @@ mod tests {
             ip: Some("0.0.0.0".into()),
             userland_proxy: Some(true),
             firewall_backend: Some("iptables".into()),
+            bridge_mcast_snooping: Some(false),
         };
         let Err(ConfigError::Conflicts(conflicts)) = RawConfig::merge(all.clone(), all) else {
             panic!("expected conflicts");
@@ -994,6 +1018,7 @@ mod tests {
             [
                 "bip",
                 "bridge",
+                "bridge-mcast-snooping",
                 "firewall-backend",
                 "fixed-cidr",
                 "icc",

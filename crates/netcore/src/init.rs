@@ -117,6 +117,10 @@ pub enum Step {
         name: String,
         mac: MacAddr,
         mtu: Option<u32>,
+        /// A record written before this field existed made its bridge with the kernel's
+        /// default, snooping on.
+        #[serde(default = "snooping_kernel_default")]
+        mcast_snooping: bool,
     },
     /// Add the bridge's IPv4 address.
     AddAddr { link: String, addr: Ipv4Net },
@@ -199,10 +203,16 @@ impl Step {
         sys: &mut dyn SysctlOps,
     ) -> Result<(), OpsError> {
         match self {
-            Step::CreateBridge { name, mac, mtu } => link.create_bridge(&BridgeSpec {
+            Step::CreateBridge {
+                name,
+                mac,
+                mtu,
+                mcast_snooping,
+            } => link.create_bridge(&BridgeSpec {
                 name: name.clone(),
                 mac: *mac,
                 mtu: *mtu,
+                mcast_snooping: *mcast_snooping,
             }),
             Step::AddAddr { link: l, addr } => link.add_addr(l, *addr),
             Step::SetMtu { link: l, mtu, .. } => link.set_mtu(l, *mtu),
@@ -228,10 +238,18 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::CreateBridge { name, mac, mtu } => {
+            Step::CreateBridge {
+                name,
+                mac,
+                mtu,
+                mcast_snooping,
+            } => {
                 write!(f, "create bridge {name} with MAC {mac}")?;
                 if let Some(mtu) = mtu {
                     write!(f, " and MTU {mtu}")?;
+                }
+                if !mcast_snooping {
+                    write!(f, ", multicast snooping off")?;
                 }
                 Ok(())
             }
@@ -295,6 +313,12 @@ impl Plan {
     }
 }
 
+/// What a bridge made before [`Step::CreateBridge`] recorded its snooping had: the kernel's
+/// default.
+fn snooping_kernel_default() -> bool {
+    true
+}
+
 /// Decides every step of init from the configuration and the host's facts.
 pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan, InitError> {
     let decision = bridge::resolve(config, &facts.links, &facts.routes, &facts.nameservers)?;
@@ -310,6 +334,20 @@ pub fn plan(config: &Config, facts: &HostFacts, random: [u8; 6]) -> Result<Plan,
                 // and changes as containers come and go (moby/moby#3200).
                 mac: mac::bridge_mac(random),
                 mtu: config.mtu,
+                // Off unless --bridge-mcast-snooping=true, where Docker keeps the kernel's
+                // default (on). Why: with snooping on, every port state change (each
+                // attach, each detach) makes the kernel's br_port_state_selection re-arm two
+                // multicast query timers on *every* port, which then all fire: O(containers)
+                // work per container, measured as the main part of attach and detach growth
+                // from 10 to 1000 containers (`cargo xtask bench attach`, issue 5). And it buys
+                // nothing on Docker's bridge: snooping only filters once a multicast querier
+                // is seen, Docker's bridge runs none (mcast_querier 0), and without one the
+                // kernel floods multicast to every port anyway (kernel commit c5c23260594c,
+                // "bridge: disable snooping if there is no querier"). So delivery is the same
+                // for containers; with a querier on the segment, multicast is flooded rather
+                // than pruned. A bridge that already exists (-b, or docker0 from an earlier
+                // run) is never changed.
+                mcast_snooping: config.bridge_mcast_snooping,
             });
             steps.push(Step::AddAddr {
                 link: name.clone(),
@@ -570,5 +608,28 @@ fn rollback_suffix(errors: &[String]) -> String {
         String::new()
     } else {
         format!(" (rollback was incomplete: {})", errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An init record written before `--bridge-mcast-snooping` existed made its bridge with
+    /// the kernel's default: reading it back says snooping was on.
+    #[test]
+    fn an_old_create_bridge_step_means_snooping_on() {
+        let old = r#"{"CreateBridge":{"name":"docker0","mac":"02:42:ac:11:00:01","mtu":null}}"#;
+        let step: Step = serde_json::from_str(old).expect("old record");
+        assert!(
+            matches!(
+                step,
+                Step::CreateBridge {
+                    mcast_snooping: true,
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
     }
 }

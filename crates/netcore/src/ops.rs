@@ -107,6 +107,10 @@ pub struct BridgeSpec {
     pub mac: MacAddr,
     /// `None` leaves the kernel default (1500).
     pub mtu: Option<u32>,
+    /// IGMP/MLD snooping (`IFLA_BR_MCAST_SNOOPING`, `ip link add ... type bridge
+    /// mcast_snooping 0|1`), set at creation. The kernel's default is on; init's plan
+    /// decides (see [`crate::init::plan`]).
+    pub mcast_snooping: bool,
 }
 
 /// Links, addresses and routes.
@@ -256,6 +260,26 @@ pub trait AttachOps {
     /// or a link whose MTU is below IPv6's minimum of 1280) the kernel answers
     /// `EAFNOSUPPORT`: there is nothing to turn off, and this returns `Ok`.
     fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError>;
+    /// Turns IPv6 off on `link`, which must still be down: `net.ipv6.conf.LINK.disable_ipv6
+    /// = 1`, written in the namespace the backend works in (not necessarily the calling
+    /// thread's, whose namespace `/proc/sys/net` follows). For the host end of a
+    /// container's veth, which is only a port of the bridge: frames of every protocol,
+    /// IPv6 included, are bridged between containers whatever the port's own IP settings.
+    ///
+    /// Why more than [`AttachOps::set_ipv6_autoconf_off`]: a link with IPv6 on, even
+    /// without any address, gets a route `multicast ff00::/8 table local` when its carrier
+    /// comes up (addrconf_add_mroute). All N host veths' routes hang on the one node of the
+    /// IPv6 FIB for ff00::/8, so adding one walks the other N (`fib6_add_rt2node`), in the
+    /// linkwatch worker, holding RTNL, which our next netlink request waits for; and taking a
+    /// link down walks the FIB again (`fib6_ifdown`). Measured at N = 1000 with `perf record
+    /// -a -g` during `cargo xtask bench attach`: O(containers) kernel work per attach and
+    /// detach.
+    ///
+    /// A link without IPv6 state (a kernel without IPv6, or an MTU below 1280) has nothing
+    /// to turn off: `Ok`. Where `/proc/sys` cannot be written (read-only, as in some
+    /// containers), the backend falls back to [`AttachOps::set_ipv6_autoconf_off`]. A
+    /// missing link is [`OpsErrorKind::NotFound`].
+    fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError>;
     /// Adds an IPv4 route to the main table (`dst: None` is the default route).
     fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError>;
     /// Unplugs `link` and marks it for reaping, in one `RTM_NEWLINK` (setlink) on it:

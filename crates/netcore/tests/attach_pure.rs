@@ -185,7 +185,7 @@ fn expected_plan(hairpin: bool) -> Vec<AttachStep> {
             peer_mac: MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]),
             mtu: 1450,
         }),
-        AttachStep::HostNoIpv6Autoconf {
+        AttachStep::HostIpv6Off {
             link: "veth1a2b3c4".to_owned(),
         },
         AttachStep::SetMaster {
@@ -252,7 +252,7 @@ fn both_veth_ends_lose_ipv6_autoconfiguration_while_down_and_lo_keeps_it() {
             .iter()
             .position(|s| matches!(s, AttachStep::CreateVeth(_)))
             .expect("a create step");
-        let host_off = at(AttachStep::HostNoIpv6Autoconf { link: veth() });
+        let host_off = at(AttachStep::HostIpv6Off { link: veth() });
         assert_eq!(host_off, create + 1, "right after the veth exists");
         assert!(
             host_off
@@ -277,7 +277,7 @@ fn both_veth_ends_lose_ipv6_autoconfiguration_while_down_and_lo_keeps_it() {
             .filter(|s| {
                 matches!(
                     s,
-                    AttachStep::HostNoIpv6Autoconf { .. } | AttachStep::CtrNoIpv6Autoconf { .. }
+                    AttachStep::HostIpv6Off { .. } | AttachStep::CtrNoIpv6Autoconf { .. }
                 )
             })
             .collect();
@@ -348,7 +348,7 @@ fn each_step_names_what_it_acts_on() {
         [
             "create veth veth1a2b3c4 with peer eth0 in /proc/4242/ns/net \
              (MAC 02:42:ac:11:00:02, MTU 1450)",
-            "turn IPv6 autoconfiguration off on veth1a2b3c4",
+            "turn IPv6 off on veth1a2b3c4",
             "attach veth1a2b3c4 to docker0",
             "set hairpin mode on veth1a2b3c4",
             "bring veth1a2b3c4 up",

@@ -22,7 +22,8 @@ fn every_networking_key_uses_dockers_name() {
             "mtu": 1450,
             "ip": "127.0.0.1",
             "userland-proxy": false,
-            "firewall-backend": "nftables"
+            "firewall-backend": "nftables",
+            "bridge-mcast-snooping": true
         }"#,
     );
     assert_eq!(
@@ -40,6 +41,7 @@ fn every_networking_key_uses_dockers_name() {
             ip: Some("127.0.0.1".into()),
             userland_proxy: Some(false),
             firewall_backend: Some("nftables".into()),
+            bridge_mcast_snooping: Some(true),
         }
     );
     assert_eq!(parse(r#"{"bridge": "br0"}"#).bridge.as_deref(), Some("br0"));

@@ -454,6 +454,17 @@ impl State {
         })
     }
 
+    /// `sysctl net.ipv6.conf.LINK.disable_ipv6=1`: the link's key in the sysctl model (which
+    /// every link has, as a kernel with IPv6 gives it), until the link goes.
+    pub(super) fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
+        self.call(Call::DisableIpv6(link.to_owned()), |st| {
+            st.find(link)?;
+            let key = format!("net/ipv6/conf/{link}/disable_ipv6");
+            st.sysctls.insert(key, "1".to_owned());
+            Ok(())
+        })
+    }
+
     /// `ip route add` (`NLM_F_CREATE | NLM_F_EXCL`) into the main table.
     pub(super) fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
         self.call(Call::AddRoute(*route), |st| {
