@@ -288,6 +288,11 @@ mod ioctl_inside {
         fn set_ipv6_autoconf_off(&mut self, link: &str) -> Result<(), OpsError> {
             self.ops.set_ipv6_autoconf_off(link)
         }
+        fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
+            // The ioctl backend writes /proc/sys in its own namespace, whichever thread
+            // calls it.
+            self.ops.disable_ipv6(link)
+        }
         fn add_route(&mut self, route: &RouteV4) -> Result<(), OpsError> {
             self.ops.add_route(route)
         }
