@@ -232,7 +232,16 @@ fn assert_no_ipv6_autoconf(c: &world::Container, host_veth: &str) {
     testns::wait_until("the veth to be operationally up", within, || {
         oper_up(host_veth) && c.run(|| oper_up("eth0"))
     });
-    assert_eq!(testns::ip_addr_gen_mode(host_veth).as_deref(), Some("none"));
+    // The host end has IPv6 off altogether (this thread is in the world's host namespace,
+    // which /proc/sys/net follows), and so no IPv6 route either.
+    let disabled =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6"))
+            .expect("the host end's IPv6 settings");
+    assert_eq!(disabled.trim(), "1", "IPv6 off on {host_veth}");
+    let routes6 = testns::run(&[
+        "ip", "-6", "route", "show", "table", "all", "dev", host_veth,
+    ]);
+    assert_eq!(routes6.trim(), "", "no IPv6 route via {host_veth}");
     assert_eq!(
         testns::ip_addrs6(host_veth),
         Vec::<String>::new(),
@@ -281,6 +290,16 @@ fn containers_talk_over_the_bridge_with_icc(fw: Fw, bin: &'static Path) {
     let port = testns::ip_link(host_veth).expect("the host end of c1's veth");
     assert_eq!(port["master"], "docker0", "{port}");
     assert_no_ipv6_autoconf(&c1, host_veth);
+    // The bridge init made has multicast snooping off (--bridge-mcast-snooping defaults to
+    // false; see netcore::init::plan).
+    let details: serde_json::Value = serde_json::from_str(&testns::run(&[
+        "ip", "-j", "-d", "link", "show", "dev", "docker0",
+    ]))
+    .expect("ip -j");
+    assert_eq!(
+        details[0]["linkinfo"]["info_data"]["mcast_snooping"], 0,
+        "{details}"
+    );
 
     let e1 = c1.run(|| Echo::start("c1", ECHO));
     let e2 = c2.run(|| Echo::start("c2", ECHO));

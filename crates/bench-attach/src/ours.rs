@@ -10,6 +10,7 @@
 //! from the first detach until the last veth is gone (polled with `ip link`), which divided
 //! by the number of containers is what a detach costs the kernel and the daemon in all.
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -159,8 +160,44 @@ impl Drop for Daemon {
     }
 }
 
-/// One round with `n` containers, on the calling thread, which must be in a fresh namespace.
-pub fn round(bin: &Path, flags: &[String], n: usize, dir: &Path) -> Result<Round> {
+/// Sets `net.ipv4.ip_forward=1` in the calling thread's network namespace, which must be a
+/// private one (not the process's, which is the machine's): `/proc/sys/net` shows the sysctls
+/// of the namespace of the thread that opens it, so written from the round's host thread it
+/// changes that namespace only. `--firewall-backend=nftables` needs it on to start (as Docker
+/// 29, it never turns forwarding on itself); a fresh namespace starts with it off.
+pub fn enable_forwarding_here() -> Result<()> {
+    let ns_id = |p: &str| -> Result<(u64, u64)> {
+        let m = std::fs::metadata(p).with_context(|| format!("reading {p}"))?;
+        Ok((m.dev(), m.ino()))
+    };
+    // The main thread never leaves the machine's namespace; /proc/self/ns/net is its.
+    ensure!(
+        ns_id("/proc/thread-self/ns/net")? != ns_id("/proc/self/ns/net")?,
+        "refusing to set ip_forward: this thread is in the machine's own network namespace"
+    );
+    let sysctl = "/proc/sys/net/ipv4/ip_forward";
+    std::fs::write(sysctl, "1\n").with_context(|| format!("writing 1 to {sysctl}"))?;
+    let now = std::fs::read_to_string(sysctl).with_context(|| format!("reading {sysctl}"))?;
+    ensure!(
+        now.trim() == "1",
+        "{sysctl} is {} after writing 1",
+        now.trim()
+    );
+    Ok(())
+}
+
+/// One round with `n` containers, on the calling thread, which must be in a fresh namespace;
+/// with `forwarding`, `ip_forward` is turned on in that namespace first.
+pub fn round(
+    bin: &Path,
+    flags: &[String],
+    forwarding: bool,
+    n: usize,
+    dir: &Path,
+) -> Result<Round> {
+    if forwarding {
+        enable_forwarding_here()?;
+    }
     let d = Daemon::start(bin, dir, flags)?;
     let containers = crate::ns::many(n)?;
     let mut setup = Vec::with_capacity(n);

@@ -2183,8 +2183,14 @@ mod tests {
             vec!["172.17.0.1/16".parse::<Ipv4Net>().expect("net")]
         );
         assert!(env.ctr.link("lo").expect("lo").up);
-        // IPv4-only: neither end of the veth autoconfigures IPv6; lo keeps its ::1.
-        assert!(env.host.ipv6_autoconf_off(&veth));
+        // IPv4-only: neither end of the veth autoconfigures IPv6 (the host end has IPv6 off
+        // altogether); lo keeps its ::1.
+        assert_eq!(
+            env.host
+                .sysctl(&format!("net/ipv6/conf/{veth}/disable_ipv6"))
+                .as_deref(),
+            Some("1")
+        );
         assert!(env.ctr.ipv6_autoconf_off("eth0"));
         assert!(!env.ctr.ipv6_autoconf_off("lo"));
         assert!(
