@@ -560,29 +560,22 @@ fn assert_no_ipv6_on_the_veth(ctr: &Container, req: &AttachRequest) {
     wait_until("the veth to be operationally up", LINK_LOCAL_WITHIN, || {
         oper_up(&req.host_veth) && ctr.run(|| oper_up(&req.ifname))
     });
-    let disabled = std::fs::read_to_string(format!(
-        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
-        req.host_veth
-    ))
-    .expect("the host end's IPv6 settings");
-    assert_eq!(disabled.trim(), "1", "IPv6 off on the host end");
+    assert_eq!(
+        testns::disable_ipv6(&req.host_veth),
+        "1",
+        "IPv6 off on the host end"
+    );
     assert_eq!(
         ip_addrs6(&req.host_veth),
         Vec::<String>::new(),
         "host end {}",
         req.host_veth
     );
-    let routes = testns::run(&[
-        "ip",
-        "-6",
-        "route",
-        "show",
-        "table",
-        "local",
-        "dev",
-        &req.host_veth,
-    ]);
-    assert_eq!(routes.trim(), "", "no IPv6 route for the host end");
+    assert_eq!(
+        testns::ip_routes6("local", &req.host_veth),
+        Vec::<serde_json::Value>::new(),
+        "no IPv6 route for the host end"
+    );
     ctr.run(|| {
         assert_eq!(ip_addr_gen_mode(&req.ifname).as_deref(), Some("none"));
         assert_eq!(

@@ -234,14 +234,16 @@ fn assert_no_ipv6_autoconf(c: &world::Container, host_veth: &str) {
     });
     // The host end has IPv6 off altogether (this thread is in the world's host namespace,
     // which /proc/sys/net follows), and so no IPv6 route either.
-    let disabled =
-        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6"))
-            .expect("the host end's IPv6 settings");
-    assert_eq!(disabled.trim(), "1", "IPv6 off on {host_veth}");
-    let routes6 = testns::run(&[
-        "ip", "-6", "route", "show", "table", "all", "dev", host_veth,
-    ]);
-    assert_eq!(routes6.trim(), "", "no IPv6 route via {host_veth}");
+    assert_eq!(
+        testns::disable_ipv6(host_veth),
+        "1",
+        "IPv6 off on {host_veth}"
+    );
+    assert_eq!(
+        testns::ip_routes6("all", host_veth),
+        Vec::<serde_json::Value>::new(),
+        "no IPv6 route via {host_veth}"
+    );
     assert_eq!(
         testns::ip_addrs6(host_veth),
         Vec::<String>::new(),

@@ -68,9 +68,9 @@ use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use backend_sysctl::netns::{self, Netns};
 use ipnet::Ipv4Net;
 use netcore::ifname::IfName;
 use netcore::mac::MacAddr;
@@ -86,7 +86,6 @@ use sys::{ARPHRD_ETHER, IfSocket, Ifreq, IfreqRequest, RouteEntry};
 
 const NET_DEV: &str = "/proc/thread-self/net/dev";
 const NET_ROUTE: &str = "/proc/thread-self/net/route";
-const NET_NS: &str = "/proc/thread-self/ns/net";
 
 /// `IFF_UP`, as the `short` that `ifr_flags` is.
 const IFF_UP: i16 = 0x1;
@@ -118,28 +117,6 @@ pub struct IoctlLinks {
     netns: Option<Netns>,
 }
 
-/// A network namespace held open, with its identity.
-#[derive(Debug)]
-struct Netns {
-    /// For `setns`, from a helper thread that must act there.
-    file: File,
-    /// (device, inode), to tell whether a thread is already in it.
-    id: (u64, u64),
-}
-
-impl Netns {
-    /// The calling thread's namespace, or `None` without `/proc/thread-self` (a kernel
-    /// before 3.17, no procfs): then `/proc/sys` is written from the calling thread.
-    fn of_thread() -> Option<Self> {
-        let file = File::open(NET_NS).ok()?;
-        let meta = file.metadata().ok()?;
-        Some(Self {
-            file,
-            id: (meta.dev(), meta.ino()),
-        })
-    }
-}
-
 /// A step failed and undoing the steps before it failed as well.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}; undoing the earlier steps also failed: {cleanup}")]
@@ -158,7 +135,7 @@ impl IoctlLinks {
         Ok(Self {
             sock,
             nl: NlSocket::open(),
-            netns: Netns::of_thread(),
+            netns: Netns::of_thread().ok(),
         })
     }
 
@@ -177,10 +154,7 @@ impl IoctlLinks {
     pub fn new_in(netns: &Path) -> Result<Self, OpsError> {
         let op = format!("open sockets in network namespace {}", netns.display());
         let ns = open_netns(&op, netns)?;
-        let id = ns
-            .metadata()
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| OpsError::from_io(&op, e))?;
+        let ns = Netns::from_file(ns).map_err(|e| OpsError::from_io(&op, e))?;
         // `ns` is kept (see `disable_ipv6`), so the helper only borrows it.
         let joined = std::thread::scope(|scope| {
             std::thread::Builder::new()
@@ -190,7 +164,7 @@ impl IoctlLinks {
                     || -> io::Result<(IfSocket, Result<NlSocket, io::Error>)> {
                         // The thread ends right after making the sockets, and its namespace
                         // switch with it.
-                        enter_netns(&ns)?;
+                        netns::enter(ns.file())?;
                         Ok((IfSocket::open()?, NlSocket::open()))
                     },
                 )
@@ -219,7 +193,7 @@ impl IoctlLinks {
         Ok(Self {
             sock,
             nl,
-            netns: Some(Netns { file: ns, id }),
+            netns: Some(ns),
         })
     }
 
@@ -362,7 +336,7 @@ impl IoctlLinks {
     /// `links` and `routes_v4` combine `/proc/thread-self` with ioctls; both must describe
     /// the same namespace.
     fn check_netns(&self, op: &str) -> Result<(), OpsError> {
-        match (self.netns.as_ref().map(|n| n.id), thread_netns()) {
+        match (self.netns.as_ref().map(Netns::id), netns::thread_netns_id()) {
             (Some(mine), Some(now)) if mine != now => Err(OpsError::new(
                 op,
                 OpsErrorKind::Other,
@@ -875,7 +849,12 @@ impl AttachOps for IoctlLinks {
         let op = format!("turn IPv6 off on {link}");
         name_req(&op, link)?;
         let key = backend_sysctl::disable_ipv6_key(link)?;
-        let written = write_sysctl_in(self.netns.as_ref(), &key, "1");
+        // In the sockets' namespace, whichever thread calls; from the calling thread when
+        // it could not be remembered (no `/proc/thread-self` at construction).
+        let written = match &self.netns {
+            Some(ns) => ns.write_key(&key, "1"),
+            None => backend_sysctl::ProcSys::new().write_key(&key, "1"),
+        };
         backend_sysctl::finish_disable_ipv6(self, link, written)
     }
 
@@ -1085,46 +1064,6 @@ fn kind_of(e: &io::Error) -> OpsErrorKind {
         None => io::Error::from(e.kind()),
     };
     OpsError::from_io("", copy).kind
-}
-
-fn thread_netns() -> Option<(u64, u64)> {
-    std::fs::metadata(NET_NS).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Moves the calling thread into the network namespace `ns` refers to.
-fn enter_netns(ns: &File) -> io::Result<()> {
-    // SAFETY: setns takes a descriptor, open for the whole call since `ns` is borrowed, and a
-    // flag word; it changes only the calling thread's network namespace (always a helper
-    // thread of this crate, which ends right after) and shares no memory with Rust code.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Writes a `/proc/sys` key in the namespace `ns` (`/proc/sys/net` follows the thread that
-/// opens the file): directly when the calling thread is in it, the common case, which costs
-/// one `stat`; else from a short-lived helper thread that enters it (an instance made with
-/// [`IoctlLinks::new_in`], or used from a thread that moved since). Without `ns` (no
-/// `/proc/thread-self` at construction), from the calling thread.
-fn write_sysctl_in(ns: Option<&Netns>, key: &str, value: &str) -> io::Result<()> {
-    let sys = backend_sysctl::ProcSys::new();
-    let ns = match ns {
-        Some(ns) if thread_netns() != Some(ns.id) => ns,
-        _ => return sys.write_key(key, value),
-    };
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("sysctl-setns".into())
-            .spawn_scoped(scope, || {
-                enter_netns(&ns.file)?;
-                sys.write_key(key, value)
-            })?
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("sysctl helper thread panicked")))
-    })
 }
 
 #[cfg(test)]

@@ -34,22 +34,12 @@ fn mcast_snooping(name: &str) -> serde_json::Value {
     link["linkinfo"]["info_data"]["mcast_snooping"].clone()
 }
 
-/// `net.ipv6.conf.LINK.disable_ipv6` in the calling thread's namespace (`/proc/sys/net`
-/// follows the thread).
-fn disable_ipv6_of(link: &str) -> String {
-    let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {path}: {e}"))
-        .trim()
-        .to_owned()
-}
-
 /// Whether `ip -6 route show table local` has the `multicast ff00::/8` route of `link`,
 /// which a link with IPv6 on gets when its carrier comes up.
 fn has_ipv6_mroute(link: &str) -> bool {
-    json_array(&run(&["ip", "-j", "-6", "route", "show", "table", "local"]))
+    testns::ip_routes6("local", link)
         .iter()
-        .any(|r| r["dst"] == "ff00::/8" && r["dev"] == link)
+        .any(|r| r["dst"] == "ff00::/8")
 }
 
 /// The families of `link`'s addresses (`ip -j addr show dev LINK`).
@@ -93,7 +83,7 @@ fn up_and_compare(off: &str, on: &str) {
         Vec::<String>::new(),
         "{off}: no address"
     );
-    assert_eq!(disable_ipv6_of(off), "1", "{off} still off once up");
+    assert_eq!(testns::disable_ipv6(off), "1", "{off} still off once up");
 }
 
 fn link_names() -> Vec<String> {
@@ -378,8 +368,8 @@ fn disable_ipv6_turns_ipv6_off_on_a_down_link() {
         let mut ops = IoctlLinks::new().expect("socket");
         veth_pair("iov0", "iov1");
         ops.disable_ipv6("iov0").expect("disable_ipv6");
-        assert_eq!(disable_ipv6_of("iov0"), "1");
-        assert_eq!(disable_ipv6_of("iov1"), "0", "the peer is left alone");
+        assert_eq!(testns::disable_ipv6("iov0"), "1");
+        assert_eq!(testns::disable_ipv6("iov1"), "0", "the peer is left alone");
         up_and_compare("iov0", "iov1");
 
         let err = ops.disable_ipv6("nosuch0").expect_err("missing link");
@@ -388,7 +378,7 @@ fn disable_ipv6_turns_ipv6_off_on_a_down_link() {
         for name in ["all", "default"] {
             let err = ops.disable_ipv6(name).expect_err(name);
             assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
-            assert_eq!(disable_ipv6_of(name), "0", "{name} untouched");
+            assert_eq!(testns::disable_ipv6(name), "0", "{name} untouched");
         }
     });
 }
@@ -421,18 +411,18 @@ fn disable_ipv6_acts_in_the_handles_namespace_not_the_callers() {
             .expect_err("not in the handle's namespace");
         assert_eq!(err.kind, OpsErrorKind::NotFound, "{err}");
         assert_eq!(
-            disable_ipv6_of("iov0"),
+            testns::disable_ipv6("iov0"),
             "0",
             "the caller's namespace was written"
         );
-        assert_eq!(disable_ipv6_of("ioonly0"), "0");
+        assert_eq!(testns::disable_ipv6("ioonly0"), "0");
         // The handle, moved onto a thread that is in its namespace, writes directly.
         testns::in_netns_at(&path, || ops.disable_ipv6("iov2").expect("from inside"));
     });
     ctr.run(|| {
-        assert_eq!(disable_ipv6_of("iov0"), "1");
-        assert_eq!(disable_ipv6_of("iov2"), "1");
-        assert_eq!(disable_ipv6_of("iov1"), "0", "the peer is left alone");
+        assert_eq!(testns::disable_ipv6("iov0"), "1");
+        assert_eq!(testns::disable_ipv6("iov2"), "1");
+        assert_eq!(testns::disable_ipv6("iov1"), "0", "the peer is left alone");
         up_and_compare("iov0", "iov1");
     });
 }

@@ -40,9 +40,9 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use backend_sysctl::netns::{self, Netns};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netcore::mac::MacAddr;
@@ -70,12 +70,10 @@ const IFNAMSIZ: usize = 16;
 pub struct NetlinkLinks {
     rt: tokio::runtime::Runtime,
     handle: rtnetlink::Handle,
-    /// The network namespace the socket lives in (opened from `/proc/thread-self/ns/net` on
-    /// the thread that made the socket), and its identity (device and inode), for the one
-    /// operation that is not netlink: [`AttachOps::disable_ipv6`] writes `/proc/sys`, which
-    /// follows the *calling* thread's namespace.
-    netns: File,
-    netns_id: (u64, u64),
+    /// The network namespace the socket lives in (that of the thread that made it), for the
+    /// one operation that is not netlink: [`AttachOps::disable_ipv6`] writes `/proc/sys`,
+    /// which follows the *calling* thread's namespace.
+    netns: Netns,
 }
 
 /// What this crate itself can fail with, besides the kernel's errno.
@@ -112,15 +110,9 @@ impl NetlinkLinks {
         // On a current-thread runtime a spawned task only runs inside `block_on`, i.e. on the
         // thread that calls the trait: the connection never migrates.
         rt.spawn(conn);
-        let netns = File::open(THREAD_NETNS).map_err(|e| OpsError::from_io(op, e))?;
-        let meta = netns.metadata().map_err(|e| OpsError::from_io(op, e))?;
+        let netns = Netns::of_thread().map_err(|e| OpsError::from_io(op, e))?;
         tracing::debug!("netlink connection opened");
-        Ok(Self {
-            rt,
-            handle,
-            netns,
-            netns_id: (meta.dev(), meta.ino()),
-        })
+        Ok(Self { rt, handle, netns })
     }
 
     /// Opens a netlink connection in the network namespace `netns` (a path such as
@@ -135,7 +127,7 @@ impl NetlinkLinks {
         let helper = std::thread::Builder::new()
             .name("netlink-setns".into())
             .spawn(move || -> Result<Self, OpsError> {
-                enter_netns(&ns).map_err(|e| OpsError::from_io(String::new(), e))?;
+                netns::enter(&ns).map_err(|e| OpsError::from_io(String::new(), e))?;
                 // From here on this thread is in `netns`; the socket `new` makes belongs to it
                 // for life, and the thread itself ends (namespace switch and all) on return.
                 Self::new()
@@ -187,44 +179,6 @@ impl NetlinkLinks {
                 io::Error::from_raw_os_error(libc::ENODEV),
             )),
         }
-    }
-}
-
-/// Moves the calling thread into the network namespace `ns` refers to.
-/// The calling thread's network namespace (`/proc/self/ns/net` would be the main thread's).
-const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
-
-/// Writes a `/proc/sys` key in the network namespace `ns`: directly when the calling thread
-/// is in it (the daemon's case: one open and write), else from a short-lived helper thread
-/// that enters it (a handle made with [`NetlinkLinks::new_in`] and used from elsewhere).
-fn write_sysctl_in(ns: &File, ns_id: (u64, u64), key: &str, value: &str) -> io::Result<()> {
-    let sys = backend_sysctl::ProcSys::new();
-    let here = std::fs::metadata(THREAD_NETNS)?;
-    if (here.dev(), here.ino()) == ns_id {
-        return sys.write_key(key, value);
-    }
-    let ns = ns.try_clone()?;
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("sysctl-setns".into())
-            .spawn_scoped(scope, move || {
-                enter_netns(&ns)?;
-                sys.write_key(key, value)
-            })?
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("sysctl helper thread panicked")))
-    })
-}
-
-fn enter_netns(ns: &File) -> io::Result<()> {
-    // SAFETY: setns takes a file descriptor, valid for the whole call since `ns` is borrowed,
-    // and a flag word; it changes only the calling thread's network namespace (the helper
-    // thread of `new_in`, which ends right after) and shares no memory with Rust code.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -795,7 +749,7 @@ impl AttachOps for NetlinkLinks {
 
     fn disable_ipv6(&mut self, link: &str) -> Result<(), OpsError> {
         let key = backend_sysctl::disable_ipv6_key(link)?;
-        let written = write_sysctl_in(&self.netns, self.netns_id, &key, "1");
+        let written = self.netns.write_key(&key, "1");
         backend_sysctl::finish_disable_ipv6(self, link, written)
     }
 

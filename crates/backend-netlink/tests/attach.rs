@@ -397,20 +397,6 @@ fn add_route_through_new_in_lands_in_the_container() {
     });
 }
 
-/// `ip -6 route show table local dev LINK` as JSON (`dst`, `type`, ...).
-fn local_routes6(link: &str) -> Vec<Value> {
-    testns::json_array(&run(&[
-        "ip", "-j", "-6", "route", "show", "table", "local", "dev", link,
-    ]))
-}
-
-fn disable_ipv6_value(link: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 /// The host end with IPv6 off gets neither a link-local address nor the `ff00::/8` multicast
 /// route that every link with IPv6 gets when its carrier comes up (the route whose insertion
 /// walks all the other veths' on a bridge with N containers). A twin veth without it shows
@@ -427,11 +413,11 @@ fn disable_ipv6_on_the_host_end_leaves_it_without_ipv6_routes() {
             .unwrap();
         nl.create_veth(&veth(&ctr_b, "vethv6b", "ceth0", 1500))
             .unwrap();
-        assert_eq!(disable_ipv6_value("vethv6a"), "0");
+        assert_eq!(testns::disable_ipv6("vethv6a"), "0");
         nl.disable_ipv6("vethv6a").unwrap();
-        assert_eq!(disable_ipv6_value("vethv6a"), "1");
+        assert_eq!(testns::disable_ipv6("vethv6a"), "1");
         assert_eq!(
-            disable_ipv6_value("vethv6b"),
+            testns::disable_ipv6("vethv6b"),
             "0",
             "only the link asked for"
         );
@@ -444,12 +430,12 @@ fn disable_ipv6_on_the_host_end_leaves_it_without_ipv6_routes() {
             "the twin's ff00::/8 route",
             std::time::Duration::from_secs(5),
             || {
-                local_routes6("vethv6b")
+                testns::ip_routes6("local", "vethv6b")
                     .iter()
                     .any(|r| r["dst"] == "ff00::/8")
             },
         );
-        assert_eq!(local_routes6("vethv6a"), Vec::<Value>::new());
+        assert_eq!(testns::ip_routes6("local", "vethv6a"), Vec::<Value>::new());
         assert_eq!(testns::ip_addrs6("vethv6a"), Vec::<String>::new());
         assert!(
             is_up(&ip_link("vethv6a").unwrap()),
@@ -476,9 +462,9 @@ fn disable_ipv6_through_new_in_writes_the_handles_namespace() {
         ctr.run(|| run(&["ip", "link", "add", "twin0", "type", "bridge"]));
         let mut inside = NetlinkLinks::new_in(ctr.path()).unwrap();
         inside.disable_ipv6("twin0").unwrap();
-        ctr.run(|| assert_eq!(disable_ipv6_value("twin0"), "1", "the container's link"));
+        ctr.run(|| assert_eq!(testns::disable_ipv6("twin0"), "1", "the container's link"));
         assert_eq!(
-            disable_ipv6_value("twin0"),
+            testns::disable_ipv6("twin0"),
             "0",
             "the host's link untouched"
         );

@@ -20,6 +20,8 @@
 //! []byte{'1', '\n'}, 0644)`; [`ProcSys::write`] does the same (`value` plus a newline, in one
 //! `write(2)`, which procfs needs: a sysctl value split over two writes is not reassembled).
 
+pub mod netns;
+
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -144,8 +146,8 @@ pub fn disable_ipv6_key(link: &str) -> Result<String, OpsError> {
 }
 
 /// Finishes [`AttachOps::disable_ipv6`] for a link backend, once it has tried to write `1`
-/// to [`disable_ipv6_key`] (from a thread in the link's network namespace: `/proc/sys/net`
-/// follows the calling thread) and got `written`:
+/// to [`disable_ipv6_key`] in the link's network namespace ([`netns::Netns::write_key`]:
+/// `/proc/sys/net` follows the calling thread) and got `written`:
 /// - written: done;
 /// - no such key: a link without IPv6 state (a kernel without IPv6, an MTU below 1280) has
 ///   nothing to turn off (`Ok`), while a missing link ([`LinkOps::link`]) is

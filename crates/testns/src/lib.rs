@@ -261,6 +261,24 @@ pub fn ip_addr_gen_mode(name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `net.ipv6.conf.NAME.disable_ipv6` (`"0"` or `"1"`) in the calling thread's namespace
+/// (`/proc/sys/net` follows the thread); panics if the link has no such key.
+pub fn disable_ipv6(name: &str) -> String {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+/// IPv6 routes through a link in one table (`local`, `main`, `all`, ...), as
+/// `ip -j -6 route show table TABLE dev NAME` values.
+pub fn ip_routes6(table: &str, name: &str) -> Vec<serde_json::Value> {
+    json_array(&run(&[
+        "ip", "-j", "-6", "route", "show", "table", table, "dev", name,
+    ]))
+}
+
 /// Polls `ready` every 20 ms until it holds, for at most `timeout`; panics naming `what`
 /// if it never does.
 pub fn wait_until(what: &str, timeout: std::time::Duration, mut ready: impl FnMut() -> bool) {
